@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Debian packages snapsight's data, demo and tests use. Skips what is installed; explains when apt is missing.
+#   dataset-fashion-mnist   Fashion-MNIST idx files under /usr/share/datasets/fashion-mnist/
+#   fonts-noto-color-emoji  colour emoji rendered as images for the offline default model
+#   chromium                headless browser for the demo's browser test
+set -euo pipefail
+pkgs=(dataset-fashion-mnist fonts-noto-color-emoji chromium)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "note: apt-get is not available; install ${missing[*]} by other means (Fashion-MNIST: pass --data to its idx folder). Tests that need them are skipped." >&2
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "note: not root and no sudo; install ${missing[*]} with apt-get yourself. Tests that need them are skipped." >&2
+    exit 0
+  fi
+fi
+echo "installing Debian packages: ${missing[*]}"
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

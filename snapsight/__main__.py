@@ -1,0 +1,5 @@
+import sys
+
+from snapsight.cli import main
+
+sys.exit(main())

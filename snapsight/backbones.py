@@ -1,0 +1,162 @@
+"""A small registry of image encoders ("backbones").
+
+Every backbone maps ``(batch, 3, H, W)`` images to ``(batch, num_features)`` features and exposes
+``num_features``. Add one with ``@register_backbone("name")``; any timm model is also available as
+``timm:<model_name>``. Pick by name anywhere a config says ``backbone:``.
+
+==================  ===========================================================  ===============
+name                what                                                         suited to
+==================  ===========================================================  ===============
+small_cnn           4-stage ConvNet (3x3 convs, BN, ReLU), 256-d; trains on CPU  <= 64 px
+cifar_resnet18/50   ResNet with a 3x3 stride-1 stem and no max-pool (SimCLR       <= 64 px
+                    paper's CIFAR variant; torchvision blocks)
+resnet18/50         torchvision ResNets (standard 7x7 stem)                      >= 96 px
+vit_tiny/vit_small  timm ViT-Ti/16 and ViT-S/16 at the configured image size     >= 96 px
+timm:<name>         any timm model, classifier removed                           as the model
+==================  ===========================================================  ===============
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .errors import SnapsightError
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_backbones() -> list[str]:
+    return sorted(_REGISTRY) + ["timm:<model_name>"]
+
+
+def create_backbone(name: str, image_size: int = 224, **kwargs: Any) -> nn.Module:
+    """Build backbone ``name`` (randomly initialised). ``image_size`` matters only for ViTs."""
+    if name.startswith("timm:"):
+        return _timm_backbone(name[len("timm:"):], image_size=image_size, **kwargs)
+    if name not in _REGISTRY:
+        raise SnapsightError(f"unknown backbone '{name}'; known: {', '.join(list_backbones())}")
+    return _REGISTRY[name](image_size=image_size, **kwargs)
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class SmallCNN(nn.Module):
+    """Four stages of two 3x3 conv-BN-ReLU layers; stages 2-4 halve the resolution. ``(B,3,H,W) -> (B,C)``."""
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for i, w in enumerate(widths):
+            layers += [_conv_bn_relu(cin, w, stride=1 if i == 0 else 2), _conv_bn_relu(w, w)]
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.num_features = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x)).flatten(1)
+
+
+@register_backbone("small_cnn")
+def small_cnn(image_size: int = 32, widths: tuple[int, ...] | list[int] = (32, 64, 128, 256)) -> nn.Module:
+    return SmallCNN(tuple(widths))
+
+
+def _torchvision_resnet(arch: str, cifar_stem: bool) -> nn.Module:
+    import torchvision
+
+    model = getattr(torchvision.models, arch)(weights=None)
+    if cifar_stem:
+        # SimCLR (Chen et al. 2020, appendix B.9): 3x3 stride-1 first conv, no max-pool, for 32 px images.
+        model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        model.maxpool = nn.Identity()
+    model.num_features = model.fc.in_features
+    model.fc = nn.Identity()
+    return model
+
+
+@register_backbone("cifar_resnet18")
+def cifar_resnet18(image_size: int = 32) -> nn.Module:
+    return _torchvision_resnet("resnet18", cifar_stem=True)
+
+
+@register_backbone("cifar_resnet50")
+def cifar_resnet50(image_size: int = 32) -> nn.Module:
+    return _torchvision_resnet("resnet50", cifar_stem=True)
+
+
+@register_backbone("resnet18")
+def resnet18(image_size: int = 224) -> nn.Module:
+    return _torchvision_resnet("resnet18", cifar_stem=False)
+
+
+@register_backbone("resnet50")
+def resnet50(image_size: int = 224) -> nn.Module:
+    return _torchvision_resnet("resnet50", cifar_stem=False)
+
+
+def _timm_backbone(model_name: str, image_size: int = 224, **kwargs: Any) -> nn.Module:
+    import timm
+
+    if model_name not in timm.list_models():
+        raise SnapsightError(f"unknown timm model '{model_name}' (see timm.list_models())")
+    if "vit" in model_name or "deit" in model_name:
+        kwargs.setdefault("img_size", image_size)
+    model = timm.create_model(model_name, pretrained=False, num_classes=0, **kwargs)
+    return model  # timm models already expose num_features
+
+
+@register_backbone("vit_tiny")
+def vit_tiny(image_size: int = 224) -> nn.Module:
+    return _timm_backbone("vit_tiny_patch16_224", image_size=image_size)
+
+
+@register_backbone("vit_small")
+def vit_small(image_size: int = 224) -> nn.Module:
+    return _timm_backbone("vit_small_patch16_224", image_size=image_size)
+
+
+def load_encoder(path: str | Path, device: str | torch.device = "cpu"):
+    """Load the encoder exported by ``snapsight pretrain`` (run directory or ``encoder/`` folder).
+
+    Returns ``(backbone, preprocessing, metadata)``; the backbone is in eval mode. Also accepts
+    ``random:<backbone>[@<image_size>]`` for a randomly initialised encoder (a baseline).
+    """
+    from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, find_encoder_dir, load_weights, read_json
+    from .preprocessing import Preprocessing
+
+    spec = str(path)
+    if spec.startswith("random:"):
+        name, _, size = spec[len("random:"):].partition("@")
+        image_size = int(size) if size else 32
+        model = create_backbone(name, image_size=image_size)
+        prep = Preprocessing(image_size=image_size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+        meta = {"backbone": name, "backbone_kwargs": {}, "num_features": model.num_features,
+                "preprocessing": prep.to_dict(), "random_init": True}
+        return model.to(device).eval(), prep, meta
+    enc_dir = find_encoder_dir(path)
+    meta = read_json(enc_dir / CONFIG_NAME)
+    prep = Preprocessing.from_dict(meta.get("preprocessing", {}))
+    model = create_backbone(meta["backbone"], image_size=prep.image_size, **meta.get("backbone_kwargs", {}))
+    state = load_weights(enc_dir / WEIGHTS_NAME)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise SnapsightError(
+            f"encoder weights in {enc_dir} do not fit backbone '{meta['backbone']}' "
+            f"({len(missing)} missing, {len(unexpected)} unexpected tensors)"
+        )
+    return model.to(device).eval(), prep, meta

@@ -1,0 +1,114 @@
+"""The one function that opens images.
+
+Every path in snapsight that turns a file (or bytes) into pixels goes through :func:`open_image`, so
+the limits and conversions live here once:
+
+- decompression bombs are refused before decoding (``max_pixels``, default 64 MP);
+- EXIF orientation is applied (phone photos come out upright);
+- every mode is converted the same way to RGB: ``L``/``LA``/``P``/``RGBA`` composite onto white
+  (transparency becomes background, as a viewer shows it), ``CMYK``/``YCbCr`` convert, 16- and
+  32-bit single-channel images (``I;16``, ``I``, ``F``) are scaled to 8 bits by their true range;
+- animated images use their first frame;
+- anything unreadable raises :class:`~snapsight.errors.ImageError` with the file name and the reason.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ..errors import ImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger files are refused before decoding
+
+# Our own limit is enforced below; keep PIL's global check from firing first with a different message.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        if mode.startswith("I;16"):
+            lo, hi = 0.0, 65535.0 if hi > 255 else 255.0
+        scale = (hi - lo) or 1.0
+        arr8 = np.clip((arr - lo) / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, mode="L").convert("RGB")
+    if mode == "1":
+        return img.convert("L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+        if mode == "RGB":
+            return img
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_image(
+    source: str | os.PathLike | bytes | io.IOBase | Image.Image,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
+) -> Image.Image:
+    """Open ``source`` (path, bytes, file object or PIL image) as an upright RGB PIL image.
+
+    Raises :class:`ImageError` for missing, corrupt, truncated, non-image or over-large inputs.
+    """
+    name = str(source) if isinstance(source, (str, os.PathLike)) else "<image>"
+    if isinstance(source, Image.Image):
+        img = source
+        w, h = img.size
+        if max_pixels is not None and w * h > max_pixels:
+            raise ImageError(f"{name}: image is {w}x{h} = {w * h:,} pixels, over the {max_pixels:,}-pixel limit")
+    else:
+        try:
+            if isinstance(source, bytes):
+                source = io.BytesIO(source)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(source)
+                w, h = img.size
+                if max_pixels is not None and w * h > max_pixels:
+                    raise ImageError(
+                        f"{name}: image is {w}x{h} = {w * h:,} pixels, over the {max_pixels:,}-pixel limit "
+                        "(refused as a possible decompression bomb; resize it first)"
+                    )
+                img.seek(0)
+                img.load()
+        except ImageError:
+            raise
+        except FileNotFoundError as e:
+            raise ImageError(f"{name}: file not found") from e
+        except IsADirectoryError as e:
+            raise ImageError(f"{name}: is a directory, not an image") from e
+        except UnidentifiedImageError as e:
+            raise ImageError(f"{name}: not an image file (or a format Pillow cannot read)") from e
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ImageError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from e
+    try:
+        img = ImageOps.exif_transpose(img) or img
+    except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the picture
+        pass
+    return _to_rgb(img)
+
+
+def iter_image_files(root: str | os.PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Iterator[Path]:
+    """Yield image files under ``root`` recursively, sorted, skipping hidden files and folders."""
+    root = Path(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fn in sorted(filenames):
+            if not fn.startswith(".") and fn.lower().endswith(extensions):
+                yield Path(dirpath) / fn

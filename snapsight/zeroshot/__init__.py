@@ -1,0 +1,1 @@
+"""Zero-shot classification with CLIP models and a FAISS label index."""

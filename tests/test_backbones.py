@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from snapsight.backbones import create_backbone, load_encoder
+from snapsight.checkpoint import save_encoder
+from snapsight.errors import SnapsightError
+from snapsight.preprocessing import Preprocessing
+
+SMOKE = [("small_cnn", 32), ("cifar_resnet18", 32), ("cifar_resnet50", 32), ("resnet18", 64),
+         ("resnet50", 64), ("vit_tiny", 32), ("vit_small", 32), ("timm:resnet10t", 64)]
+
+
+@pytest.mark.parametrize("name,size", SMOKE)
+def test_every_backbone_smoke(name, size):
+    m = create_backbone(name, image_size=size).eval()
+    with torch.no_grad():
+        y = m(torch.randn(2, 3, size, size))
+    assert y.shape == (2, m.num_features)
+
+
+def test_unknown_backbone():
+    with pytest.raises(SnapsightError, match="unknown backbone 'nope'"):
+        create_backbone("nope")
+
+
+def test_encoder_roundtrip(tmp_path):
+    m = create_backbone("small_cnn", widths=[8, 8, 16, 16]).eval()
+    prep = Preprocessing(image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    save_encoder(tmp_path / "run" / "encoder", "small_cnn", m.state_dict(), prep.to_dict(),
+                 backbone_kwargs={"widths": [8, 8, 16, 16]}, num_features=m.num_features)
+    m2, prep2, meta = load_encoder(tmp_path / "run")
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(m(x), m2(x))
+    assert prep2 == prep
+    with pytest.raises(SnapsightError, match="no snapsight encoder"):
+        load_encoder(tmp_path)
