@@ -1,0 +1,211 @@
+"""``snapsight classify``: zero-shot (free-text labels) or probe-classifier predictions for image files."""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import ImageError, SnapsightError
+
+HELP = "classify images with free-text labels (CLIP zero-shot) or a trained probe classifier"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--labels", help='labels: "cat, sunset, pizza", one per line, or builtin:imagenet-1k / cifar-10 / '
+                   "cifar-100 / fashion-mnist")
+    p.add_argument("--labels-file", help="text file, one label per line (optional synonyms: 'cat: kitty | kitten')")
+    p.add_argument("--model", help="open_clip name, hf-hub:ID, Hugging Face id, local weights/folder, or a probe "
+                   "classifier folder (default: the project's default model)")
+    p.add_argument("--pretrained", help="open_clip pretrained tag or weights file (with an open_clip --model name)")
+    p.add_argument("--top-k", type=int, help="labels shown per image (default 5)")
+    p.add_argument("--templates", help="prompt templates: none, default or clip80")
+    p.add_argument("--threshold", type=float, help='cosine similarity below which the answer is "none of these"')
+    p.add_argument("--multi-label", action="store_true", default=None,
+                   help="score each label independently (images with several things in them)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    p.add_argument("--batch-size", type=int, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="model weights precision (default auto)")
+    p.add_argument("--config", help="YAML config (see configs/zeroshot.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--cache-dir", help='label-index cache folder ("" disables the cache)')
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def collect_images(specs: list[str]) -> tuple[list[Path], list[str]]:
+    """Expand files, folders (recursive) and glob patterns; returns ``(paths, problems)``."""
+    from ..data.images import IMAGE_EXTENSIONS, iter_image_files
+
+    paths: list[Path] = []
+    problems: list[str] = []
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            found = list(iter_image_files(path))
+            if not found:
+                problems.append(f"{spec}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
+            paths.extend(found)
+        elif path.exists():
+            paths.append(path)
+        elif any(ch in spec for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
+            files = [m for m in matches if m.is_file()]
+            if not files:
+                problems.append(f"{spec}: no file matches")
+            paths.extend(files)
+        else:
+            problems.append(f"{spec}: file not found")
+    seen: set[Path] = set()
+    unique = [p for p in paths if not (p in seen or seen.add(p))]
+    return unique, problems
+
+
+def _batches(paths: list[Path], size: int, skipped: list[str]) -> Iterator[tuple[list[Path], list[Any]]]:
+    """Open images batch by batch; unreadable ones are recorded in ``skipped`` and left out."""
+    from ..data.images import open_image
+
+    names: list[Path] = []
+    images: list[Any] = []
+    for path in paths:
+        try:
+            images.append(open_image(path))
+            names.append(path)
+        except ImageError as e:
+            skipped.append(str(e))
+            continue
+        if len(images) == size:
+            yield names, images
+            names, images = [], []
+    if images:
+        yield names, images
+
+
+def _load_config(args: argparse.Namespace):
+    from ..config import load_config
+    from ..zeroshot.classify import ZeroShotConfig
+
+    overrides: list[Any] = list(args.set)
+    for flag, key in (("templates", "templates"), ("top_k", "top_k"), ("threshold", "threshold"),
+                      ("multi_label", "multi_label"), ("batch_size", "batch_size"), ("precision", "precision"),
+                      ("cache_dir", "cache_dir")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append((key, value))
+    return load_config(ZeroShotConfig, args.config, overrides=overrides)
+
+
+def _probe_classifier(model: str | None, device: str):
+    """A probe classifier folder (contract 2), or None when ``model`` is not one."""
+    if not model or not Path(model).is_dir():
+        return None
+    try:
+        from ..ssl.probe import is_classifier_dir, load_classifier
+    except ImportError:
+        return None
+    if not is_classifier_dir(model):
+        return None
+    return load_classifier(model, device=device)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    cfg = _load_config(args)
+    if cfg.top_k < 1:
+        raise SnapsightError(f"--top-k must be at least 1, got {cfg.top_k}")
+    if cfg.batch_size < 1:
+        raise SnapsightError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    paths, problems = collect_images(args.images)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not paths:
+        raise SnapsightError("no images to classify: " + "; ".join(problems) if problems else "no images given")
+
+    probe = _probe_classifier(args.model, args.device)
+    if probe is not None:
+        if args.labels or args.labels_file:
+            print("note: --model is a trained classifier; --labels/--labels-file are ignored", file=sys.stderr)
+        predict = lambda imgs: _probe_results(probe, imgs, cfg.top_k)  # noqa: E731
+    else:
+        from ..zeroshot.classify import ZeroShotClassifier
+
+        if not args.labels and not args.labels_file:
+            raise SnapsightError('zero-shot classification needs labels: --labels "cat, sunset, pizza" or --labels-file FILE')
+        from ..zeroshot.prompts import load_label_set
+
+        label_set = load_label_set(args.labels, args.labels_file)
+        clf = ZeroShotClassifier.load(args.model, args.pretrained, device=args.device, config=cfg)
+        label_set, index = clf.label_index(label_set, cfg.templates)
+        for note in clf.notes:
+            print(f"note: {note}", file=sys.stderr)
+
+        def predict(imgs):
+            emb = clf.encode_images(imgs, batch_size=cfg.batch_size)
+            return clf.classify_embeddings(emb, label_set, index)
+
+    skipped: list[str] = []
+    rows: list[tuple[str, Any]] = []
+    bar = tqdm(total=len(paths), unit="img", disable=True if args.no_progress else None, file=sys.stderr)
+    for names, images in _batches(paths, cfg.batch_size, skipped):
+        for name, result in zip(names, predict(images)):
+            result.image = str(name)
+            rows.append((str(name), result))
+        bar.update(len(names))
+    bar.update(len(paths) - bar.n)
+    bar.close()
+    for reason in skipped:
+        print(f"skipped {reason}", file=sys.stderr)
+    if not rows:
+        raise SnapsightError(f"none of the {len(paths)} images could be read")
+    sys.stdout.write(format_results(rows, args.format, cfg.threshold))
+    if skipped:
+        print(f"{len(skipped)} of {len(paths)} images skipped (unreadable)", file=sys.stderr)
+    return 0
+
+
+def _probe_results(probe, images, top_k: int):
+    from ..zeroshot.classify import ZeroShotResult
+
+    out = []
+    for preds in probe.predict(images, top_k=top_k):
+        out.append(ZeroShotResult(labels=[p[0] for p in preds], probs=[float(p[1]) for p in preds], scores=[]))
+    return out
+
+
+def format_results(rows: list[tuple[str, Any]], fmt: str, threshold: float | None = None) -> str:
+    """Render ``(image name, ZeroShotResult)`` rows as a text table, JSON or CSV."""
+    if fmt == "json":
+        return json.dumps([r.to_dict() | {"image": name} for name, r in rows], ensure_ascii=False, indent=2) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["image", "rank", "label", "prob", "cosine", "none_of_these", "present"])
+        for name, r in rows:
+            for i, label in enumerate(r.labels):
+                score = f"{r.scores[i]:.6f}" if i < len(r.scores) else ""
+                present = "" if r.present is None else int(r.present[i])
+                w.writerow([name, i + 1, label, f"{r.probs[i]:.6f}", score, int(r.none_of_these), present])
+        return buf.getvalue()
+    lines: list[str] = []
+    for name, r in rows:
+        lines.append(name)
+        width = max((len(label) for label in r.labels), default=0)
+        for i, label in enumerate(r.labels):
+            mark = ""
+            if r.present is not None:
+                mark = "  [present]" if r.present[i] else ""
+            score = f"  cos {r.scores[i]:+.3f}" if i < len(r.scores) else ""
+            lines.append(f"  {i + 1:>2}. {label:<{width}}  {100 * r.probs[i]:6.2f}%{score}{mark}")
+        if r.none_of_these:
+            if r.multi_label:
+                lines.append("  -> none of these (no label is more likely than a generic photo)")
+            else:
+                best = r.scores[0] if r.scores else float("nan")
+                lines.append(f"  -> none of these (best cosine {best:.3f} is below the threshold {threshold})")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,48 @@
+"""``snapsight demo``: serve the web demo (zero-shot + classifier tabs) on this machine."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "start the web demo (upload images, type labels); local only unless --host says otherwise"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="zero-shot model: open_clip name (ViT-B-32), local-dir:PATH or a folder; "
+                        "default: the offline default model (snapsight build-default-model)")
+    p.add_argument("--pretrained", default=None, help="open_clip pretrained tag for --model, e.g. laion2b_s34b_b79k")
+    p.add_argument("--classifier", default=None, help="folder of a classifier saved by `snapsight probe` (Classifier tab)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to your network)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--share", action="store_true", help="also create a public gradio.live link (off by default)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--max-file-size", default="10mb", help="largest upload accepted, e.g. 10mb (default 10mb)")
+    p.add_argument("--max-pixels", type=int, default=None, help="largest image in pixels (default 64,000,000)")
+    p.add_argument("--max-batch-size", type=int, default=32,
+                   help="concurrent classify requests merged into one forward pass, at most (default 32)")
+    p.add_argument("--queue-size", type=int, default=256, help="waiting requests beyond this are refused (default 256)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..demo.app import DemoConfig, serve
+
+    cfg = DemoConfig(
+        model=args.model, pretrained=args.pretrained, classifier=args.classifier, device=args.device,
+        host=args.host, port=args.port, share=args.share, max_file_size=args.max_file_size,
+        max_batch_size=args.max_batch_size, queue_size=args.queue_size,
+    )
+    if args.max_pixels:
+        cfg.max_pixels = args.max_pixels
+    which = "the offline default model" if cfg.model is None else cfg.model + (f" ({cfg.pretrained})" if cfg.pretrained else "")
+    print(f"loading {which} ...", flush=True)
+    app, demo, url = serve(cfg, block=False, quiet=True)
+    print(f"snapsight demo running at {url}  (Ctrl+C to stop)", flush=True)
+    if cfg.model is None:
+        print("note: the offline default model knows Fashion-MNIST clothes and emoji; "
+              "for real photos use --model ViT-B-32 --pretrained laion2b_s34b_b79k", flush=True)
+    try:
+        demo.block_thread()
+    finally:
+        demo.close()
+    return 0

@@ -1,0 +1,340 @@
+"""Frozen features: load an encoder, embed a labeled source once, cache the result on disk.
+
+Encoders (``--encoder``):
+
+- a ``snapsight pretrain`` run directory or its ``encoder/`` folder;
+- ``random:<backbone>[@<image_size>]``: a randomly initialised backbone (a baseline);
+- a CLIP image tower: ``openclip:<model>[:<pretrained tag or file>]``, ``local-dir:<open_clip folder>``, a
+  folder holding ``open_clip_config.json``, or ``clip:default`` (the project's default model).
+
+A :class:`FeatureEncoder` knows how to rebuild its architecture (``arch``), so a classifier saved from it is
+self-contained. The feature cache key is ``sha256(weights + architecture + preprocessing + data identity)``:
+any change to the encoder's tensors (a new checkpoint, another random init) or to the data makes a new key,
+so stale features are never reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.labeled import LabeledDataset
+from ..errors import ImageError, SnapsightError
+from ..preprocessing import Preprocessing
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class FeatureEncoder:
+    """A frozen image encoder: ``model`` maps ``(batch, 3, S, S)`` to ``(batch, num_features)``.
+
+    ``arch`` is a JSON-able description that :func:`build_encoder_module` turns back into ``model``
+    (weights loaded separately); ``source`` is what the user passed.
+    """
+
+    model: nn.Module
+    preprocessing: Preprocessing
+    arch: dict[str, Any]
+    source: str
+    num_features: int
+    _hash: str | None = field(default=None, repr=False)
+
+    @property
+    def weights_hash(self) -> str:
+        if self._hash is None:
+            self._hash = state_dict_hash(self.model)
+        return self._hash
+
+
+def state_dict_hash(model: nn.Module) -> str:
+    """sha256 over every parameter and buffer (names, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading encoders
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def load_feature_encoder(spec: str | os.PathLike, device: str | torch.device = "cpu") -> FeatureEncoder:
+    """Load the encoder named by ``spec`` (see module docstring) in eval mode on ``device``."""
+    text = str(spec)
+    if text.startswith(("openclip:", "local-dir:", "clip:")):
+        return _load_openclip(text, device)
+    if not text.startswith("random:"):
+        if (Path(text) / "open_clip_config.json").is_file():
+            return _load_openclip(f"local-dir:{text}", device)
+        _refuse_wrong_kind(Path(text))
+    from ..backbones import load_encoder
+
+    model, prep, meta = load_encoder(text, device=device)
+    arch = {
+        "type": "snapsight",
+        "backbone": meta["backbone"],
+        "backbone_kwargs": meta.get("backbone_kwargs", {}),
+        "num_features": int(getattr(model, "num_features", meta.get("num_features") or 0)),
+        "image_size": prep.image_size,
+    }
+    return FeatureEncoder(model, prep, arch, text, arch["num_features"])
+
+
+def _refuse_wrong_kind(path: Path) -> None:
+    """One clear sentence for the usual mix-ups: a bare weights file, a classifier, an open_clip folder."""
+    if not path.exists():
+        raise SnapsightError(
+            f"encoder not found: {path} (pass a `snapsight pretrain` run directory, its encoder/ folder, "
+            "random:<backbone>@<size>, or openclip:<model>)"
+        )
+    if path.is_file():
+        raise SnapsightError(
+            f"{path} is a file; --encoder takes a `snapsight pretrain` run directory or an encoder folder "
+            "(holding config.json and model.safetensors), not a bare weights or checkpoint file"
+        )
+    if (path / "classifier.json").is_file():
+        raise SnapsightError(
+            f"{path} is a trained classifier (snapsight probe output), not an encoder; use it with "
+            "`snapsight classify --model`, or pass the encoder it was trained from"
+        )
+
+
+def build_encoder_module(arch: dict[str, Any]) -> nn.Module:
+    """Re-create the (randomly initialised) encoder module described by ``arch``."""
+    if arch["type"] == "snapsight":
+        from ..backbones import create_backbone
+
+        return create_backbone(arch["backbone"], image_size=int(arch.get("image_size", 224)), **arch.get("backbone_kwargs", {}))
+    if arch["type"] == "openclip":
+        return _openclip_visual_from_cfg(arch["model_cfg"])
+    raise SnapsightError(f"unknown encoder type '{arch['type']}' in classifier metadata")
+
+
+# --- CLIP image towers -----------------------------------------------------------------------------------------
+
+
+class _ClipImageTower(nn.Module):
+    """Wraps open_clip's ``model.visual`` so that ``forward`` gives image embeddings ``(batch, embed_dim)``."""
+
+    def __init__(self, visual: nn.Module, embed_dim: int):
+        super().__init__()
+        self.visual = visual
+        self.num_features = embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.visual(x)
+        return out[0] if isinstance(out, tuple) else out
+
+
+def _openclip_visual_from_cfg(model_cfg: dict[str, Any]) -> nn.Module:
+    try:
+        from open_clip.model import _build_vision_tower
+    except ImportError as e:  # pragma: no cover - open_clip is a dependency
+        raise SnapsightError("open_clip is required for CLIP image towers: pip install open_clip_torch") from e
+    visual = _build_vision_tower(model_cfg["embed_dim"], model_cfg["vision_cfg"], quick_gelu=model_cfg.get("quick_gelu", False))
+    return _ClipImageTower(visual, int(model_cfg["embed_dim"]))
+
+
+def _parse_clip_spec(spec: str) -> tuple[str | None, str | None]:
+    """``openclip:NAME[:PRETRAINED]`` / ``local-dir:DIR`` / ``clip:default`` -> ``(model, pretrained)``."""
+    if spec.startswith("clip:"):
+        if spec != "clip:default":
+            raise SnapsightError(f"unknown CLIP encoder '{spec}'; use clip:default, openclip:<model>[:<pretrained>] or local-dir:<folder>")
+        return None, None
+    if spec.startswith("local-dir:"):
+        return spec, None
+    name, _, pretrained = spec[len("openclip:"):].partition(":")
+    if not name:
+        raise SnapsightError("openclip: needs a model name, e.g. openclip:ViT-B-32:laion2b_s34b_b79k")
+    return name, pretrained or None
+
+
+def _openclip_model_cfg(name: str | None, source: str | None) -> dict[str, Any] | None:
+    import open_clip
+
+    for folder in (source, name[len("local-dir:"):] if name and name.startswith("local-dir:") else None):
+        if folder and (Path(folder) / "open_clip_config.json").is_file():
+            return json.loads((Path(folder) / "open_clip_config.json").read_text())["model_cfg"]
+    return open_clip.get_model_config(name) if name else None
+
+
+def _load_openclip(spec: str, device: str | torch.device) -> FeatureEncoder:
+    """CLIP image tower through the zero-shot loader (same resolution rules as ``snapsight classify``)."""
+    model_name, pretrained = _parse_clip_spec(spec)
+    try:
+        from ..zeroshot.models import load_clip
+    except ImportError:
+        load_clip = None
+    if load_clip is not None:
+        bundle = load_clip(model_name, pretrained, device="cpu")
+        kind, info = bundle.info.get("kind", "open_clip"), bundle.info
+        if kind != "open_clip":
+            raise SnapsightError(
+                f"{spec} is a {kind} CLIP model; probes take open_clip image towers (openclip:<model>, "
+                "local-dir:<folder>, clip:default)"
+            )
+        visual, source, name = bundle.model.visual, info.get("source"), info.get("name") or model_name
+        model_cfg = _openclip_model_cfg(model_name if model_name and model_name.startswith("local-dir:") else name, source)
+    else:  # the zero-shot package is absent: load with open_clip directly
+        import open_clip
+
+        if model_name is None:
+            from ..default_model import default_model_dir
+
+            model_name = f"local-dir:{default_model_dir()}"
+        try:
+            visual = open_clip.create_model(model_name, pretrained=pretrained, device="cpu").visual
+        except Exception as e:  # noqa: BLE001 - download refused offline, bad file, bad tag
+            raise SnapsightError(f"cannot load CLIP model '{spec}': {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        name, model_cfg = model_name, _openclip_model_cfg(model_name, None)
+    if model_cfg is None:
+        raise SnapsightError(f"cannot find the open_clip architecture config of '{spec}', so a classifier could not be saved")
+    pp = getattr(visual, "preprocess_cfg", {}) or {}
+    size = pp.get("size", getattr(visual, "image_size", 224))
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    resize = "squash" if pp.get("resize_mode") == "squash" else "shorter"
+    prep = Preprocessing(image_size=size, mean=tuple(pp.get("mean", OPENAI_MEAN)), std=tuple(pp.get("std", OPENAI_STD)),
+                         resize=resize)
+    tower = _ClipImageTower(visual, int(model_cfg["embed_dim"]))
+    arch = {"type": "openclip", "model_cfg": model_cfg, "name": str(name), "pretrained": pretrained,
+            "num_features": tower.num_features}
+    return FeatureEncoder(tower.to(device).eval(), prep, arch, spec, tower.num_features)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Extraction and cache
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FeatureSet:
+    """Features of the readable items of a dataset.
+
+    ``features`` ``(n, dim)`` float32, ``labels`` ``(n,)`` int64, ``indices`` ``(n,)`` positions in the
+    dataset; ``skipped`` lists ``(item, reason)`` for images that could not be read.
+    """
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+    skipped: list[tuple[str, str]]
+    from_cache: bool = False
+
+    def subset(self, positions: torch.Tensor | Any) -> "FeatureSet":
+        pos = torch.as_tensor(positions, dtype=torch.long)
+        return FeatureSet(self.features[pos], self.labels[pos], self.indices[pos], list(self.skipped), self.from_cache)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SNAPSIGHT_CACHE", Path.home() / ".cache" / "snapsight")) / "features"
+
+
+def feature_cache_key(encoder: FeatureEncoder, dataset: LabeledDataset) -> str:
+    """Key of (encoder weights, architecture, preprocessing, data identity)."""
+    blob = json.dumps(
+        {
+            "v": CACHE_VERSION,
+            "weights": encoder.weights_hash,
+            "arch": encoder.arch,
+            "preprocessing": encoder.preprocessing.to_dict(),
+            "data": dataset.identity,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+class _Images(torch.utils.data.Dataset):
+    """Preprocessed tensors of a LabeledDataset; unreadable items come back flagged, not raised."""
+
+    def __init__(self, dataset: LabeledDataset, preprocessing: Preprocessing):
+        self.dataset, self.preprocessing = dataset, preprocessing
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.preprocessing(self.dataset.load(i)), i, ""
+        except ImageError as e:
+            s = self.preprocessing.image_size
+            return torch.zeros(3, s, s), i, str(e) or "unreadable image"
+
+
+def image_loader(dataset: LabeledDataset, preprocessing: Preprocessing, batch_size: int,
+                 num_workers: int = 0, shuffle: bool = False) -> torch.utils.data.DataLoader:
+    """Batches ``(images (B,3,S,S), indices (B,), errors list[str])`` over ``dataset``."""
+    return torch.utils.data.DataLoader(
+        _Images(dataset, preprocessing), batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+        persistent_workers=False,
+    )
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: FeatureEncoder,
+    dataset: LabeledDataset,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> FeatureSet:
+    """Embed every readable image of ``dataset`` with the frozen ``encoder`` (cached when ``cache_dir``)."""
+    from safetensors.torch import load_file
+
+    from ..checkpoint import save_weights
+
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{feature_cache_key(encoder, dataset)}.safetensors"
+        if path.is_file():
+            try:
+                t = load_file(str(path))
+                skipped = json.loads((path.with_suffix(".skipped.json")).read_text())
+                log.info("features for %s loaded from cache %s", dataset.name, path)
+                return FeatureSet(t["features"], t["labels"], t["indices"], [tuple(s) for s in skipped], True)
+            except Exception as e:  # noqa: BLE001 - a broken cache entry is recomputed, never fatal
+                log.warning("ignoring unreadable feature cache %s (%s)", path, e)
+    model = encoder.model.to(device).eval()
+    feats, idxs, skipped = [], [], []
+    loader = image_loader(dataset, encoder.preprocessing, batch_size, num_workers)
+    from tqdm.auto import tqdm
+
+    for x, idx, errors in tqdm(loader, desc=f"features {dataset.name}", disable=not progress, leave=False):
+        ok = torch.tensor([not e for e in errors], dtype=torch.bool)
+        for i, e in zip(idx.tolist(), errors):
+            if e:
+                skipped.append((dataset.describe(i), e))
+        if ok.any():
+            f = model(x[ok].to(device, non_blocking=True))
+            feats.append(f.float().cpu())
+            idxs.append(idx[ok])
+    if not feats:
+        raise SnapsightError(f"no readable images in {dataset.name} ({len(skipped)} failed, e.g. {skipped[0][1] if skipped else ''})")
+    indices = torch.cat(idxs).long()
+    out = FeatureSet(
+        torch.cat(feats).contiguous(), torch.from_numpy(dataset.labels[indices.numpy()]).long(), indices, skipped
+    )
+    if path is not None:
+        save_weights({"features": out.features, "labels": out.labels, "indices": out.indices}, path)
+        from ..checkpoint import atomic_write_json
+
+        atomic_write_json(path.with_suffix(".skipped.json"), [list(s) for s in skipped])
+    return out
