@@ -375,3 +375,12 @@ def open_pairs(
     if _has_sidecars(path):
         return sidecar_pairs(path)
     return labeled_pairs(load_labeled(s), templates, synonyms)  # class-per-folder tree
+
+
+def repeat_pairs(pairs: PairDataset, times: int) -> PairDataset:
+    """``pairs`` listed ``times`` times (same group ids), to weight a small source in a concatenation."""
+    if times <= 1:
+        return pairs
+    n = len(pairs)
+    return PairDataset(f"{pairs.name} x{times}", pairs.captions * times, np.tile(pairs.groups, times),
+                       lambda i: pairs.source(i % n), list(pairs.group_names))

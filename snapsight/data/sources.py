@@ -454,7 +454,7 @@ def open_source(path: str | os.PathLike, *, kind: str = "auto", split: str = "tr
     if kind == "fashion-mnist":
         root = None if str(path).lower() in FASHION_MNIST_NAMES else path
         images, labels = load_fashion_mnist(split, root)
-        images, labels = torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels)
+        images, labels = torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.copy())
         if max_images:
             images, labels = images[:max_images], labels[:max_images]
         return TensorSource(images, labels, list(FASHION_MNIST_CLASSES), name=f"Fashion-MNIST {split}")

@@ -34,7 +34,7 @@ import gradio as gr  # noqa: E402
 
 from snapsight.data.images import MAX_IMAGE_PIXELS, open_image  # noqa: E402
 from snapsight.demo.batching import MicroBatcher  # noqa: E402
-from snapsight.demo.examples import EXAMPLE_LABELS, EXAMPLES_DIR, example_files  # noqa: E402
+from snapsight.demo.examples import EXAMPLES_DIR, example_files  # noqa: E402
 from snapsight.demo.models import ModelCache, ModelSpec, probe_cache, zeroshot_cache  # noqa: E402
 from snapsight.errors import ImageError, SnapsightError  # noqa: E402
 
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 NONE_OF_THESE = "none of these"
 SOURCE_DEFAULT, SOURCE_OPEN_CLIP, SOURCE_LOCAL = "Offline default", "open_clip name + tag", "Local folder"
 TABLE_HEADERS = ["image", "top label", "probability", "ranking"]
+DEFAULT_LABELS = "cat, dog, pizza, sunset, rocket, coffee, astronaut"  # covers every shipped example
 
 
 @dataclass
@@ -93,13 +94,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def UserError(message: str, title: str = "Error") -> gr.Error:  # noqa: N802 - reads like the exception it makes
+    """A message for the person at the page: shown as a toast (or raised by gradio_client), no server traceback."""
+    return gr.Error(message, title=title, print_exception=False)
+
+
 def _payload_path(payload: Any) -> tuple[str, str]:
     """(server path, name to show) of an un-preprocessed Gradio file/image payload."""
     if isinstance(payload, (str, Path)):
         return str(payload), Path(payload).name
     if isinstance(payload, dict) and payload.get("path"):
         return str(payload["path"]), payload.get("orig_name") or Path(payload["path"]).name
-    raise gr.Error("That upload has no file in it; upload the image again.")
+    raise UserError("That upload has no file in it; upload the image again.")
 
 
 def _open_upload(payload: Any, max_pixels: int):
@@ -111,7 +117,15 @@ def _open_upload(payload: Any, max_pixels: int):
         reason = str(e)
         if reason.startswith(path):
             reason = reason[len(path):].lstrip(": ")
-        raise gr.Error(f"{name}: {reason}", title="Cannot use this file") from None
+        raise UserError(f"{name}: {reason}", title="Cannot use this file") from None
+
+
+def _answer(future: Any) -> Any:
+    """Wait for a batched result; the library's user-facing errors (e.g. an unknown template) become messages."""
+    try:
+        return future.result()
+    except SnapsightError as e:
+        raise UserError(str(e)) from None
 
 
 def _template_choices() -> list[str]:
@@ -186,10 +200,10 @@ class DemoApp:
         try:
             return self.zeroshot.get(spec)
         except SnapsightError as e:
-            raise gr.Error(str(e), title="Model not available") from None
+            raise UserError(str(e), title="Model not available") from None
         except Exception as e:  # noqa: BLE001 - open_clip/HF raise many kinds; show which model failed
             log.exception("loading %s failed", spec.describe())
-            raise gr.Error(f"Could not load {spec.describe()}: {type(e).__name__}: {e}", title="Model not available") from None
+            raise UserError(f"Could not load {spec.describe()}: {type(e).__name__}: {e}", title="Model not available") from None
 
     def preload(self) -> dict:
         """Load the start model now (fail fast before serving); returns its model_info."""
@@ -210,7 +224,7 @@ class DemoApp:
         except SnapsightError as e:
             labels, notes = [], [str(e)]
         if not labels:
-            raise gr.Error(
+            raise UserError(
                 "No labels: type the labels to choose from, separated by commas or new lines (e.g. cat, dog, pizza).",
                 title="Labels needed",
             )
@@ -227,12 +241,12 @@ class DemoApp:
                  spec=None):
         """(image, labels) -> Gradio Label payload, plus the top label for the heatmap step."""
         if image is None:
-            raise gr.Error("No image: upload one or pick an example first.", title="Image needed")
+            raise UserError("No image: upload one or pick an example first.", title="Image needed")
         labels = self._parse_labels(labels_text)
         img, _ = _open_upload(image, self.cfg.max_pixels)
         key = self._key(spec, labels, templates, top_k, threshold, multi_label)
         self.classifier(key[0])  # load (or fail with a clear message) before queueing for the batcher
-        result = self.batcher.submit(key, img)
+        result = _answer(self.batcher.submit_async(key, img))
         return _label_data(result), (result.labels[0] if result.labels else None)
 
     def classify_many(self, files, labels_text, templates="default", top_k=5, threshold=0.0, multi_label=False,
@@ -240,9 +254,9 @@ class DemoApp:
         """Several images -> table rows (one per image; unreadable files get their reason in the row)."""
         files = [f for f in (files or []) if f is not None]
         if not files:
-            raise gr.Error("No images: upload one or more image files first.", title="Images needed")
+            raise UserError("No images: upload one or more image files first.", title="Images needed")
         if len(files) > self.cfg.max_images:
-            raise gr.Error(f"{len(files)} images is more than the {self.cfg.max_images} allowed per request.")
+            raise UserError(f"{len(files)} images is more than the {self.cfg.max_images} allowed per request.")
         labels = self._parse_labels(labels_text)
         key = self._key(spec, labels, templates, top_k, threshold, multi_label)
         self.classifier(key[0])
@@ -258,7 +272,7 @@ class DemoApp:
             rows.append(None)
             pending.append((len(rows) - 1, name, self.batcher.submit_async(key, img)))
         for i, name, fut in pending:
-            rows[i] = _table_row(name, fut.result())
+            rows[i] = _table_row(name, _answer(fut))
         return {"headers": TABLE_HEADERS, "data": rows}
 
     def explain(self, image, label, templates="default", spec=None, enabled=True):
@@ -269,21 +283,26 @@ class DemoApp:
 
         img, _ = _open_upload(image, self.cfg.max_pixels)
         clf = self.classifier(spec or self.start_spec)
-        exp = explain_label(clf.model, clf.preprocess, clf.tokenizer, img, label, prompts=_prompts(templates),
-                            samples=self.cfg.explain_samples)
+        try:
+            exp = explain_label(clf.model, clf.preprocess, clf.tokenizer, img, label, prompts=_prompts(templates),
+                                samples=self.cfg.explain_samples)
+        except Exception as e:  # noqa: BLE001 - the ranking is already shown; a missing heatmap must not hide it
+            log.warning("heatmap failed for %s: %s", spec or self.start_spec, e)
+            gr.Warning(f"No heatmap for this model ({type(e).__name__}: {e}).")
+            return None
         return gr.Image(value=exp.overlay, label=f"Why “{label}”: where the image matches it ({exp.method} saliency)")
 
     def load_model(self, source, name, pretrained, path):
         """Model picker -> (spec for this session, status line, banner)."""
         if source == SOURCE_OPEN_CLIP:
             if not (name or "").strip():
-                raise gr.Error("Type an open_clip model name, e.g. ViT-B-32.")
+                raise UserError("Type an open_clip model name, e.g. ViT-B-32.")
             spec = ModelSpec(name.strip(), (pretrained or "").strip() or None)
         elif source == SOURCE_LOCAL:
             if not self.cfg.local_paths_allowed:
-                raise gr.Error("Loading server folders from the page is off for a non-local host; use --model.")
+                raise UserError("Loading server folders from the page is off for a non-local host; use --model.")
             if not (path or "").strip():
-                raise gr.Error("Type the path of a model folder (open_clip local-dir or Hugging Face CLIP).")
+                raise UserError("Type the path of a model folder (open_clip local-dir or Hugging Face CLIP).")
             spec = ModelSpec(path.strip())  # open_clip or Hugging Face CLIP folder; the loader tells them apart
         else:
             spec = ModelSpec()
@@ -295,22 +314,22 @@ class DemoApp:
         """Classifier tab: a `snapsight probe` folder on uploaded images -> (Label of the first, table)."""
         path = (path or "").strip() or (self.cfg.classifier or "")
         if not path:
-            raise gr.Error("Give the folder of a classifier saved by `snapsight probe`.", title="Classifier needed")
+            raise UserError("Give the folder of a classifier saved by `snapsight probe`.", title="Classifier needed")
         if path != self.cfg.classifier and not self.cfg.local_paths_allowed:
-            raise gr.Error("Loading server folders from the page is off for a non-local host; use --classifier.")
+            raise UserError("Loading server folders from the page is off for a non-local host; use --classifier.")
         files = [f for f in (files or []) if f is not None]
         if not files:
-            raise gr.Error("No images: upload one or more image files first.", title="Images needed")
+            raise UserError("No images: upload one or more image files first.", title="Images needed")
         if len(files) > self.cfg.max_images:
-            raise gr.Error(f"{len(files)} images is more than the {self.cfg.max_images} allowed per request.")
+            raise UserError(f"{len(files)} images is more than the {self.cfg.max_images} allowed per request.")
         try:
             from snapsight.ssl.probe import is_classifier_dir
 
             if not is_classifier_dir(path):
-                raise gr.Error(f"{path} is not a classifier folder saved by `snapsight probe`.")
+                raise UserError(f"{path} is not a classifier folder saved by `snapsight probe`.")
             clf = self.probes.get(path)
         except SnapsightError as e:
-            raise gr.Error(str(e), title="Classifier not available") from None
+            raise UserError(str(e), title="Classifier not available") from None
         images, names = [], []
         for f in files:
             img, name = _open_upload(f, self.cfg.max_pixels)
@@ -336,7 +355,7 @@ class DemoApp:
                         image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], height=260,
                                          elem_id="zs-image")
                         labels = gr.Textbox(label="Labels (comma or new line separated)", lines=2,
-                                            value="cat, dog, pizza, sunset, rocket, coffee", elem_id="zs-labels")
+                                            value=DEFAULT_LABELS, elem_id="zs-labels")
                         with gr.Accordion("Options", open=False):
                             template_set = gr.Dropdown(templates, value=templates[0], label="Prompt templates")
                             top_k = gr.Slider(1, 20, value=5, step=1, label="Top-k")
@@ -346,8 +365,8 @@ class DemoApp:
                             show_heatmap = gr.Checkbox(value=True, label="Show why-this-label heatmap")
                         run = gr.Button("Classify", variant="primary", elem_id="zs-run")
                         if examples:
-                            gr.Examples([[str(p), EXAMPLE_LABELS[p.name]] for p in examples], inputs=[image, labels],
-                                        label="Examples (click one)", examples_per_page=len(examples))
+                            gr.Examples([[str(p)] for p in examples], inputs=[image], label="Examples (click one)",
+                                        examples_per_page=len(examples))
                     with gr.Column(scale=1):
                         ranked = gr.Label(label="Ranked labels", elem_id="zs-result")
                         heatmap = gr.Image(label="Why this label", type="pil", interactive=False, height=260,

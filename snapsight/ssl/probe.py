@@ -57,7 +57,7 @@ HEAD_WEIGHTS = "head.safetensors"
 
 @dataclass
 class LinearConfig:
-    weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-5, 1e-4, 1e-3, 1e-2])  # L2 grid, picked on val top-1
+    weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1])  # L2 grid, picked on val top-1
     max_iter: int = 200  # L-BFGS iterations per grid point
 
 
@@ -90,7 +90,7 @@ class ProbeConfig:
     test: str | None = None  # optional held-out source reported separately
     mode: Literal["linear", "knn", "finetune"] = "linear"  # how labels are used
     labels_fraction: float = 1.0  # share of training labels used (stratified per class, fixed seed)
-    val_split: float = 0.1  # share of train held out as val when val is not given
+    val_split: float = 0.1  # share of the labeled subset held out as val when val is not given
     seed: int = 0  # subset, split and training seed
     out: str = "runs/probe"  # output classifier directory
     device: str = "auto"  # auto, cpu, cuda, cuda:1
@@ -178,7 +178,7 @@ def _top1(logits_or_probs: torch.Tensor, y: torch.Tensor) -> float:
 
 def train_linear_probe(
     train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, num_classes: int,
-    weight_decays: Sequence[float] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2), max_iter: int = 200,
+    weight_decays: Sequence[float] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1), max_iter: int = 200,
 ) -> tuple[LinearProbe, dict[str, Any]]:
     """Fit one head per weight decay (largest first, warm-started) and keep the best on val top-1
     (ties go to the stronger regularisation). Returns ``(head, info)``."""
@@ -526,32 +526,35 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, echo: Callable[[str], Non
     # --- data -----------------------------------------------------------------------------------------------
     train_full = load_labeled(cfg.train)
     check_classes(train_full, "train")
+    if not 0 < cfg.labels_fraction <= 1:
+        raise SnapsightError(f"labels fraction must be in (0, 1], got {cfg.labels_fraction}")
+    # The labels fraction is the whole labeled budget: without --val, the validation images are held out
+    # from the chosen subset, so "1% of labels" never hides a large labeled validation set.
+    labeled = train_full
+    if cfg.labels_fraction < 1:
+        labeled = train_full.subset(stratified_fraction(train_full.labels, cfg.labels_fraction, cfg.seed),
+                                    f"labels{cfg.labels_fraction:g}-seed{cfg.seed}")
     if cfg.val:
         val, more = align_classes(train_full, load_labeled(cfg.val), "val")
         notes += more
-        pool = train_full
+        train = labeled
     else:
-        keep, held = stratified_split(train_full.labels, cfg.val_split, cfg.seed)
+        keep, held = stratified_split(labeled.labels, cfg.val_split, cfg.seed)
         if len(held) == 0:
             raise SnapsightError("no --val given and the training data is too small to hold out a validation split")
-        pool, val = train_full.subset(keep, "train-split"), train_full.subset(held, "val-split")
-        notes.append(f"no --val given: held out {len(held)} training images ({cfg.val_split:.0%} per class) for validation")
+        train, val = labeled.subset(keep, "train-split"), labeled.subset(held, "val-split")
+        notes.append(f"no --val given: held out {len(held)} of the {len(labeled)} labeled images "
+                     f"({cfg.val_split:.0%} per class) for validation")
     if len(val) == 0:
         raise SnapsightError(f"val data {val.name} holds no images")
     test = None
     if cfg.test:
         test, more = align_classes(train_full, load_labeled(cfg.test), "test")
         notes += more
-    train = pool
-    if cfg.labels_fraction < 1:
-        train = pool.subset(stratified_fraction(pool.labels, cfg.labels_fraction, cfg.seed),
-                            f"labels{cfg.labels_fraction:g}-seed{cfg.seed}")
-    elif cfg.labels_fraction > 1:
-        raise SnapsightError(f"labels fraction must be in (0, 1], got {cfg.labels_fraction}")
     check_classes(train, "train")
     class_names = train.class_names
     num_classes = len(class_names)
-    echo(f"data: {len(train)} training images ({cfg.labels_fraction:.0%} of {len(pool)} labels), "
+    echo(f"data: {len(train)} training images ({cfg.labels_fraction:.0%} of {len(train_full)} labels), "
          f"{len(val)} val" + (f", {len(test)} test" if test is not None else "") + f"; {num_classes} classes")
     for n in notes:
         echo(f"note: {n}")

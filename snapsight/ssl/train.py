@@ -482,7 +482,7 @@ def fit(
     images_seen = 0
     last_loss: float | None = None
     last_knn: float | None = None
-    snapshots = sorted(m for m in cfg.snapshot_minutes if m * 60 > elapsed_before)
+    snapshots = sorted(m for m in cfg.snapshot_minutes if not resume or m * 60 > elapsed_before)
     interrupted = False
     steps_this_call = 0
     ips: float | None = None

@@ -13,12 +13,12 @@ label's cosine is below it. ``multi_label=True`` scores each label on its own (s
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -157,6 +157,10 @@ class ZeroShotClassifier:
         self.device = torch.device(device)
         self.bundle = bundle
         self.dtype = resolve_precision(self.config.precision, self.device)
+        # read the temperature before any bf16 cast: bf16 rounds ln(100) to 4.59, i.e. a scale of 98.9
+        self._logit_scale = float(bundle.model.logit_scale.detach().float().exp().reshape(-1)[0])
+        bias = getattr(bundle.model, "logit_bias", None)
+        self._logit_bias = None if bias is None else float(bias.detach().float().reshape(-1)[0])
         bundle.model.to(self.device)
         if self.dtype != torch.float32:
             bundle.model.to(self.dtype)
@@ -174,7 +178,7 @@ class ZeroShotClassifier:
              precision: str | None = None, config: ZeroShotConfig | None = None,
              cache_dir: str | None = None) -> "ZeroShotClassifier":
         """Load ``model`` (None = the project's default model) with its own preprocessing and tokenizer."""
-        config = config or ZeroShotConfig()
+        config = dataclasses.replace(config or ZeroShotConfig())
         if precision is not None:
             config.precision = precision
         if cache_dir is not None:
@@ -198,12 +202,12 @@ class ZeroShotClassifier:
 
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.detach().float().exp().reshape(-1)[0])
+        """The model's temperature ``logit_scale.exp()`` (read in fp32 at load time)."""
+        return self._logit_scale
 
     @property
     def logit_bias(self) -> float | None:
-        bias = getattr(self.model, "logit_bias", None)
-        return None if bias is None else float(bias.detach().float().reshape(-1)[0])
+        return self._logit_bias
 
     @property
     def model_info(self) -> dict[str, Any]:
@@ -248,8 +252,6 @@ class ZeroShotClassifier:
         for start in range(0, len(images), bs):
             chunk = [open_image(im) for im in images[start:start + bs]]
             pixels = self.bundle.preprocess_batch(chunk).to(self.device, self.dtype)
-            if self.device.type == "cpu":
-                pixels = pixels.contiguous()
             emb = self.model.encode_image(pixels)
             outs.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
         if not outs:

@@ -168,12 +168,10 @@ def patch_similarity(model: Any, pixels: torch.Tensor, text_embedding: torch.Ten
         pixels = pixels.unsqueeze(0)
     device = _model_device(model)
     x = pixels.to(device, _model_dtype(model)).contiguous()
-    previous = visual.output_tokens
-    visual.output_tokens = True
-    try:
-        _, tokens = visual(x)  # (1, grid*grid, width), after the final LayerNorm
-    finally:
-        visual.output_tokens = previous
+    # the steps of VisionTransformer.forward, without flipping its output_tokens flag: other threads may be
+    # running the same model for classification at this moment
+    h = visual.transformer(visual._embeds(x))
+    _, tokens = visual._pool(h)  # (1, grid*grid, width), after the final LayerNorm
     patches = F.normalize((tokens @ visual.proj).float(), dim=-1)[0]  # (grid*grid, dim)
     t = F.normalize(text_embedding.to(device).float(), dim=-1)
     grid_h, grid_w = visual.grid_size

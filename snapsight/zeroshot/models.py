@@ -225,6 +225,7 @@ def _load_open_clip_named(name: str, pretrained: str | None, cache_dir: str | No
             f"open_clip model '{name}' needs --pretrained: a tag ({', '.join(tags[:6]) or 'none known'}) or a weights file"
         )
     extra: dict[str, Any] = {"name": name, "pretrained": pretrained}
+    tag_cfg: dict[str, Any] = {}
     if os.path.isfile(pretrained):
         ckpt: str = pretrained
         offline = False
@@ -248,9 +249,13 @@ def _load_open_clip_named(name: str, pretrained: str | None, cache_dir: str | No
                 e) from e
         if not ckpt:
             raise _not_available(what, offline, "pass --pretrained a local weights file")
+    # Tags trained with QuickGELU (e.g. "openai") on a config without it only get a warning from open_clip and
+    # give different embeddings; follow the tag, as the "-quickgelu" model names do.
+    quick_gelu = bool(tag_cfg.get("quick_gelu", False))
     try:
         with _offline_hub(offline):
-            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, cache_dir=cache_dir)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, cache_dir=cache_dir, force_quick_gelu=quick_gelu)
         tokenizer = open_clip.get_tokenizer(name)
     except RuntimeError as e:
         raise SnapsightError(f"cannot load {name} with weights {pretrained}: {str(e).splitlines()[0][:300]}") from e

@@ -33,3 +33,22 @@ def make_tiny_clip_dir(out_dir: str | Path, seed: int = 0) -> Path:
     save_config_for_hf(model, out_dir / "open_clip_config.json", model_config=TINY_CLIP_CONFIG)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "open_clip_model.safetensors"))
     return out_dir
+
+
+def make_random_clip_dir(out_dir: str | Path, model_name: str = "ViT-B-32", seed: int = 0) -> Path:
+    """Any open_clip architecture (e.g. ``ViT-B-32``) with random weights, saved the same way: the real model's
+    compute cost without downloading its weights (for load benchmarks, not for accuracy)."""
+    import open_clip
+    import torch
+    from open_clip.push_to_hf_hub import save_config_for_hf
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    if (out_dir / "open_clip_model.safetensors").is_file():
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(model_name)  # no pretrained tag: random init, sets image_mean/std
+    save_config_for_hf(model, out_dir / "open_clip_config.json", model_config=open_clip.get_model_config(model_name))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "open_clip_model.safetensors"))
+    return out_dir
