@@ -388,8 +388,9 @@ def build_default_model(
                            extra_meta={"name": DEFAULT_MODEL_NAME, "pairs_info": pair_info})
     summary.update(align_seconds=round(time.time() - t1, 1), align_steps=result.step, align_loss=result.loss,
                    pairs=pair_info | {"emoji_held_out": len(pair_info["emoji_held_out"])})
-    if result.export_path is None:
-        raise SnapsightError("alignment stopped before finishing; rerun with --resume")
+    if result.export_path is None or result.interrupted:
+        raise SnapsightError(f"alignment was interrupted at step {result.step}; continue with "
+                             f"`snapsight build-default-model --work {work_dir} --resume`")
     if out_dir is None:
         out_dir = ASSET_DIR if os.access(ASSET_DIR.parent, os.W_OK) else built_asset_dir()
     provenance = {"trained_on": "Fashion-MNIST train (60k, captions from TRAIN_WORDINGS x templates) + "

@@ -44,10 +44,10 @@ def default_config(kind: str, image_size: int | None, on_cuda: bool) -> dict[str
     from ..ssl.simclr import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
     if kind == "fashion-mnist":
-        size = image_size or 32
-        model = {"backbone": "small_cnn", "image_size": size, "mean": list(FASHION_MNIST_MEAN),
-                 "std": list(FASHION_MNIST_STD)}
-        train = {"epochs": 30, "batch_size": 512, "warmup_epochs": 2}
+        size = image_size or 28
+        model = {"backbone": "small_cnn", "backbone_kwargs": {"widths": [16, 32, 64, 128]}, "image_size": size,
+                 "mean": list(FASHION_MNIST_MEAN), "std": list(FASHION_MNIST_STD)}
+        train = {"epochs": 30, "batch_size": 512, "warmup_epochs": 2, "precision": "bf16"}
     else:
         size = image_size or (96 if on_cuda else 64)
         model = {"backbone": "resnet18" if on_cuda and size >= 96 else "small_cnn", "image_size": size}
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         save_config(cfg, out / "config.yaml")
 
     knn = None
-    if cfg.data.knn != "off" and source.has_labels:
+    if cfg.data.knn not in (False, "off") and source.has_labels:
         bank = source.labeled_sample(cfg.data.knn_bank_size, seed=cfg.train.seed)
         if kind == "fashion-mnist":
             query = open_source(cfg.data.source, kind=kind, split="test").labeled_sample(cfg.data.knn_query_size,

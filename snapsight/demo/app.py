@@ -129,21 +129,18 @@ def _answer(future: Any) -> Any:
 
 
 def _template_choices() -> list[str]:
+    """Template set names for the dropdown, ``default`` first."""
     try:
-        from snapsight.zeroshot import prompts
+        from snapsight.zeroshot import TEMPLATE_SETS
     except ImportError:
         return ["default"]
-    for attr in ("TEMPLATE_SETS", "TEMPLATES"):
-        sets = getattr(prompts, attr, None)
-        if isinstance(sets, dict) and sets:
-            return ["default"] + [n for n in sets if n != "default"]
-    return ["default"]
+    return ["default"] + [name for name in TEMPLATE_SETS if name != "default"]
 
 
 def _prompts(templates: str | None) -> tuple[str, ...]:
     """The prompt templates of a template set, for the heatmap's text embedding."""
     try:
-        from snapsight.zeroshot.prompts import resolve_templates
+        from snapsight.zeroshot import resolve_templates
 
         return tuple(resolve_templates(templates or "default"))
     except (ImportError, SnapsightError):

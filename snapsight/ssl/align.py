@@ -221,11 +221,15 @@ def build_clip_model(
     }
     build_cfg = {k: copy.deepcopy(v) for k, v in model_cfg.items() if k != "custom_text"}
     verbosity = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()  # the HF load report lists the unused BERT pooler weights
+    transformers.utils.logging.disable_progress_bar()
     try:
         model = open_clip.CustomTextCLIP(**build_cfg)
     finally:
         transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     missing, unexpected = model.visual.trunk.load_state_dict(backbone.state_dict(), strict=False)
     if missing or unexpected:
         raise SnapsightError(f"encoder '{image_encoder}' does not fit open_clip's '{model_cfg['vision_cfg']['timm_model_name']}' "
@@ -376,7 +380,7 @@ class AlignTask(nn.Module):
         text = self.model.text
         device = self.model.logit_scale.device
         if self.lock != "text":
-            return F.normalize(text(self.tokenizer(list(captions)).to(device)), dim=-1)
+            return F.normalize(text.proj(self._pooled_text(captions, grad=True)), dim=-1)
         new = [c for c in dict.fromkeys(captions) if c not in self._cache]
         if new:
             if len(self._cache) + len(new) > self._max_cache:
@@ -385,18 +389,21 @@ class AlignTask(nn.Module):
         pooled = torch.stack([self._cache[c] for c in captions]).to(device)
         return F.normalize(text.proj(pooled), dim=-1)
 
-    @torch.no_grad()
-    def _pooled_text(self, captions: Sequence[str]) -> torch.Tensor:
-        """Mean-pooled outputs of the locked text transformer, in fp32, ``(n, width)``.
+    def _pooled_text(self, captions: Sequence[str], grad: bool = False) -> torch.Tensor:
+        """Mean-pooled text transformer outputs ``(n, width)`` (before the projection).
 
         Trailing padding columns are cut before the transformer: they are masked out of attention and of
-        the mean, so the result equals open_clip's fixed-length forward while costing ~3x less."""
+        the mean, so the result equals open_clip's fixed-length forward while costing ~3x less. Without
+        ``grad`` (the locked tower's cache) it runs without autocast, in fp32."""
         text = self.model.text
         device = self.model.logit_scale.device
         ids = self.tokenizer(list(captions)).to(device)
         attn = (ids != text.config.pad_token_id).long()
-        ids, attn = ids[:, : int(attn.sum(1).max())], attn[:, : int(attn.sum(1).max())]
-        with torch.autocast(device.type, enabled=False):
+        width = int(attn.sum(1).max())
+        ids, attn = ids[:, :width], attn[:, :width]
+        if grad:
+            return text.pooler(text.transformer(input_ids=ids, attention_mask=attn), attn)
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
             out = text.transformer(input_ids=ids, attention_mask=attn)
             return text.pooler(out, attn).float()
 

@@ -36,7 +36,7 @@ class DataConfig:
     image_column: str = ""  # HF datasets: image column ("": the first Image feature)
     label_column: str = ""  # HF datasets: label column ("": the first ClassLabel feature); monitoring only
     max_images: int = 0  # use at most this many images (0: all)
-    knn: str = "auto"  # online kNN monitor: auto (when labels exist) | off
+    knn: bool | str = "auto"  # online kNN monitor: auto (when labels exist) | off
     knn_bank_size: int = 5000  # labeled images whose features vote in kNN
     knn_query_size: int = 1000  # labeled images classified by kNN (Fashion-MNIST: from the test split)
 

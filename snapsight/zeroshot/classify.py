@@ -167,6 +167,7 @@ class ZeroShotClassifier:
         bundle.model.eval()
         self._indexes: OrderedDict[str, tuple[LabelSet, LabelIndex, dict]] = OrderedDict()
         self._null_embedding: torch.Tensor | None = None
+        self._last_request: tuple | None = None
         self.notes: list[str] = []  # notes from the last classify/label_index call (cleaning, truncation)
         with torch.inference_mode():
             probe = self._encode_text_batch(self.tokenizer(["a"]))
@@ -269,6 +270,10 @@ class ZeroShotClassifier:
     def label_index(self, labels: str | Sequence[str] | LabelSet, templates: str | Sequence[str] | None = None,
                     labels_file: str | os.PathLike | None = None) -> tuple[LabelSet, LabelIndex]:
         """Parse ``labels`` and return ``(label_set, index)``, from memory, the disk cache, or built now."""
+        request = (_freeze(labels), _freeze(templates), labels_file)
+        last = self._last_request
+        if last is not None and _same_request(last[0], request):
+            return last[1], last[2]  # repeated call (e.g. one image at a time): skip parsing and hashing
         label_set = load_label_set(labels, labels_file)
         tmpl = resolve_templates(templates if templates is not None else self.config.templates)
         parts = self._key_parts(label_set, tmpl)
@@ -286,7 +291,13 @@ class ZeroShotClassifier:
             while len(self._indexes) > 4:
                 self._indexes.popitem(last=False)
         self.notes = list(label_set.notes) + list(extra.get("notes", []))
+        self._last_request = (request, label_set, index)
         return label_set, index
+
+    def clear_memory_cache(self) -> None:
+        """Forget in-memory label indexes (the disk cache is kept)."""
+        self._indexes.clear()
+        self._last_request = None
 
     def _embed_labels(self, label_set: LabelSet, templates: Sequence[str]) -> tuple[np.ndarray, dict]:
         texts, owners = label_set.prompts(templates)
@@ -386,3 +397,26 @@ class ZeroShotClassifier:
             results.append(ZeroShotResult(labels=[names[i] for i in label_ids], probs=p, scores=s,
                                           none_of_these=none, multi_label=bool(multi_label), present=present))
         return results
+
+
+def _freeze(x: Any) -> Any:
+    """Lists become tuples, so a list the caller mutates later cannot change a remembered request."""
+    return ("list", tuple(x)) if isinstance(x, list) else x
+
+
+def _same_request(a: tuple, b: tuple) -> bool:
+    """Whether two frozen ``(labels, templates, labels_file)`` requests are the same.
+
+    Cheap next to parsing and hashing every label. Strings, tuples and lists compare by value; a
+    :class:`LabelSet` by identity; a labels file never matches (its content may have changed).
+    """
+    (labels_a, tmpl_a, file_a), (labels_b, tmpl_b, file_b) = a, b
+    if file_a is not None or file_b is not None:
+        return False
+    for x, y in ((labels_a, labels_b), (tmpl_a, tmpl_b)):
+        if isinstance(x, LabelSet) or isinstance(y, LabelSet):
+            if x is not y:
+                return False
+        elif type(x) is not type(y) or x != y:
+            return False
+    return True

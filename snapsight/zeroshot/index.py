@@ -31,8 +31,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import faiss
 import numpy as np
+
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # "Successfully loaded faiss" on every CLI run
+import faiss  # noqa: E402
 import torch
 
 log = logging.getLogger(__name__)

@@ -155,3 +155,28 @@ def test_classifier_tab_runs_a_probe_classifier(client, tmp_path):
     assert label["label"] in {"shirt", "shoe", "bag"}
     assert abs(sum(c["confidence"] for c in label["confidences"]) - 1.0) < 1e-4
     assert [r[0] for r in table["data"]] == ["p0.png", "p1.png"]
+
+
+def test_model_picker_loads_on_demand_and_reports_what_is_loaded(demo_server, tiny_clip_dir):
+    import gradio as gr
+
+    from snapsight.demo.app import SOURCE_LOCAL, SOURCE_OPEN_CLIP
+    from snapsight.demo.models import ModelSpec
+
+    _, app, loads = demo_server
+    spec, status, banner = app.load_model(SOURCE_LOCAL, "", "", str(tiny_clip_dir))
+    assert spec == ModelSpec(str(tiny_clip_dir)) and loads.counts[spec] == 1
+    assert "Loaded" in status and "embed dim: `16`" in status and "Offline default" not in banner
+    app.load_model(SOURCE_LOCAL, "", "", str(tiny_clip_dir))
+    assert loads.counts[spec] == 1  # cached
+    with pytest.raises(gr.Error, match="open_clip model name"):
+        app.load_model(SOURCE_OPEN_CLIP, " ", "", "")
+    with pytest.raises(gr.Error, match="needs --pretrained"):
+        app.load_model(SOURCE_OPEN_CLIP, "ViT-B-32", "", "")
+
+
+def test_heatmap_step_returns_an_overlay(demo_server, tmp_path):
+    _, app, _ = demo_server
+    out = app.explain(str(write_photo(tmp_path / "h.png")), "cat")
+    assert out.value is not None and "Why" in out.label
+    assert app.explain(None, "cat") is None and app.explain(str(tmp_path / "h.png"), "cat", enabled=False) is None

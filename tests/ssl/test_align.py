@@ -144,12 +144,14 @@ def test_locked_tower_is_bit_identical_after_training(tiny_text, lock):
     assert any(not torch.equal(before_tuned[k], v) for k, v in tuned.state_dict().items())
 
 
-def test_cached_text_features_equal_open_clip_forward(tiny_text):
-    task = AlignTask(_spec(tiny_text), lock="text").eval()
+@pytest.mark.parametrize("lock", ["text", "none"])
+def test_trimmed_and_cached_text_features_equal_open_clip_forward(tiny_text, lock):
+    task = AlignTask(_spec(tiny_text), lock=lock).eval()
     caps = _batch()["captions"]
     task.prewarm_text(caps[:3])
-    cached = task.encode_text(caps)
-    plain = torch.nn.functional.normalize(task.model.encode_text(task.tokenizer(caps)), dim=-1)
+    with torch.no_grad():
+        cached = task.encode_text(caps)
+        plain = torch.nn.functional.normalize(task.model.encode_text(task.tokenizer(caps)), dim=-1)
     assert torch.allclose(cached, plain, atol=1e-5)
 
 

@@ -48,7 +48,7 @@ def test_end_to_end_pretrain_on_a_folder(image_folder, tmp_path, capsys):
     import yaml
 
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["data"]["source"] == str(image_folder) and saved["augment"]["blur"] == "off"
+    assert saved["data"]["source"] == str(image_folder) and saved["augment"]["blur"] in (False, "off")
 
 
 def test_config_typo_and_bad_data_are_one_line_errors(image_folder, tmp_path, capsys):
@@ -84,7 +84,7 @@ def test_sigterm_saves_and_resume_finishes(image_folder, tmp_path):
            "--epochs", "400", *TINY, "--set", "train.checkpoint_minutes=0", "--set", "data.knn=off"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not (out / "checkpoints" / "latest.json").exists():
+    while time.time() < deadline and proc.poll() is None and not (out / "checkpoints" / "latest.json").exists():
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)

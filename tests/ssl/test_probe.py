@@ -12,7 +12,6 @@ from snapsight.preprocessing import Preprocessing
 from snapsight.ssl.features import extract_features, feature_cache_key, load_feature_encoder
 from snapsight.ssl.probe import (
     KnnHead,
-    LinearProbe,
     is_classifier_dir,
     load_classifier,
     save_classifier,

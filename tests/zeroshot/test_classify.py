@@ -201,3 +201,16 @@ def test_bf16_precision_is_close_to_fp32(tiny_open_clip_dir, images):
     bf16 = ZeroShotClassifier.load(str(tiny_open_clip_dir), device="cpu", precision="bf16").classify(
         images, LABELS, top_k=len(LABELS))
     assert (_probs_by_label(fp32, LABELS) - _probs_by_label(bf16, LABELS)).abs().max() < 0.1
+
+
+def test_repeated_calls_reuse_the_index_but_see_changes(tiny_open_clip_dir):
+    clf = _load(tiny_open_clip_dir)
+    labels = ["cat", "dog"]
+    _, a = clf.label_index(labels, "none")
+    _, b = clf.label_index(["cat", "dog"], "none")
+    assert a is b
+    labels.append("bird")  # mutated in place: a new request
+    label_set, c = clf.label_index(labels, "none")
+    assert c.num_labels == 3 and label_set.names == ["cat", "dog", "bird"]
+    _, d = clf.label_index(labels, "default")
+    assert d is not c

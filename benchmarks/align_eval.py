@@ -1,0 +1,361 @@
+"""What the offline default zero-shot model can and cannot do, in one run.
+
+Measures, each beside chance and beside a linear probe on the same image encoder:
+
+1. Fashion-MNIST test (10,000 images), zero-shot with prompt wordings that never occur in any training
+   caption (snapsight.default_model.EVAL_WORDINGS: "sneakers", "pants", "sweater", ...), wrapped in the
+   zero-shot prompts ("a photo of a {}.", ...) that were not training templates either: the ensemble of all
+   held-out wordings, and one wording per class as a user would type it (mean / worst / best over draws),
+   plus the training wordings for reference.
+2. Held-out emoji (never shown in training): retrieval of each one's name among all emoji names.
+3. Classes held out of alignment entirely: a second model aligned without some Fashion-MNIST classes,
+   scored 10-way on the test images of those classes.
+4. LiT lock modes (image / text / none) from the same SSL encoder on a small equal wall-time budget.
+
+Run (after `snapsight build-default-model`)::
+
+    python benchmarks/align_eval.py --work /work/runs/align/eval
+
+Prints markdown tables and writes ``WORK/align_eval.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snapsight import default_model as dm
+from snapsight.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from snapsight.ssl.align import (
+    find_clip_dir,
+    image_embeddings,
+    load_clip_dir,
+    run_alignment,
+    text_embeddings,
+)
+
+log = logging.getLogger("align_eval")
+
+
+def eval_templates() -> list[str]:
+    try:
+        from snapsight.zeroshot.prompts import TEMPLATE_SETS
+
+        return list(TEMPLATE_SETS["default"])
+    except ImportError:  # the zero-shot helper's default set, spelled out
+        return ["a photo of a {}.", "itap of a {}.", "a bad photo of the {}.", "a origami {}.",
+                "a photo of the large {}.", "a {} in a video game.", "art of the {}.", "a photo of the small {}."]
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def fmnist_tensors(split: str, preprocess, limit: int = 0, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    from PIL import Image
+
+    images, labels = load_fashion_mnist(split)
+    idx = np.arange(len(labels))
+    if limit and limit < len(idx):
+        idx = np.sort(np.random.default_rng(seed).choice(idx, limit, replace=False))
+    x = torch.stack([preprocess(Image.fromarray(images[i], mode="L").convert("RGB")) for i in idx])
+    return x, labels[idx]
+
+
+@torch.no_grad()
+def trunk_features(model, x: torch.Tensor, batch: int = 512) -> np.ndarray:
+    return torch.cat([model.visual.trunk(x[i:i + batch]).float() for i in range(0, len(x), batch)]).numpy()
+
+
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    sc = StandardScaler().fit(train_x)
+    clf = LogisticRegression(max_iter=300, C=1.0).fit(sc.transform(train_x), train_y)
+    return float((clf.predict(sc.transform(test_x)) == test_y).mean())
+
+
+# ------------------------------------------------------------------------------------------------ zero-shot
+
+
+def zero_shot_acc(model, tok, img_emb: torch.Tensor, labels: np.ndarray, wordings: Sequence[Sequence[str]],
+                  templates: Sequence[str]) -> tuple[float, np.ndarray]:
+    txt = text_embeddings(model, tok, wordings, templates)
+    pred = (img_emb @ txt.T).argmax(1).numpy()
+    per_class = np.array([(pred[labels == c] == c).mean() for c in range(len(wordings))])
+    return float((pred == labels).mean()), per_class
+
+
+def fmnist_zero_shot(model, tok, img_emb, labels, templates, draws: int = 200, seed: int = 0) -> dict[str, Any]:
+    classes = list(FASHION_MNIST_CLASSES)
+    out: dict[str, Any] = {}
+    out["seen_wordings_ensemble"], _ = zero_shot_acc(model, tok, img_emb, labels,
+                                                     [dm.TRAIN_WORDINGS[c] for c in classes], templates)
+    out["unseen_wordings_ensemble"], per_class = zero_shot_acc(model, tok, img_emb, labels,
+                                                               [dm.EVAL_WORDINGS[c] for c in classes], templates)
+    out["unseen_ensemble_per_class"] = dict(zip(classes, per_class.round(4).tolist()))
+    # One wording per class, as a user types it: embed every (class, wording) once, then draw combinations.
+    flat = [(c, w) for c in range(len(classes)) for w in dm.EVAL_WORDINGS[classes[c]]]
+    emb = text_embeddings(model, tok, [[w] for _, w in flat], templates)
+    sims = (img_emb @ emb.T).numpy()  # (N, total wordings)
+    rng = np.random.default_rng(seed)
+    starts = np.cumsum([0] + [len(dm.EVAL_WORDINGS[c]) for c in classes])
+    accs = []
+    for _ in range(draws):
+        cols = [starts[c] + rng.integers(0, len(dm.EVAL_WORDINGS[classes[c]])) for c in range(len(classes))]
+        accs.append(float((sims[:, cols].argmax(1) == labels).mean()))
+    out["unseen_single_wording"] = {"mean": float(np.mean(accs)), "min": float(np.min(accs)),
+                                    "max": float(np.max(accs)), "draws": draws}
+    # Per-wording recall: this wording for its class, the other classes at their first held-out wording.
+    per_wording = {}
+    for j, (c, w) in enumerate(flat):
+        cols = [starts[k] for k in range(len(classes))]
+        cols[c] = j
+        pred = sims[:, cols].argmax(1)
+        per_wording[f"{classes[c]}: {w}"] = round(float((pred[labels == c] == c).mean()), 4)
+    out["unseen_wording_recall"] = per_wording
+    out["plain_class_names"], _ = zero_shot_acc(model, tok, img_emb, labels, [[c] for c in classes], templates)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ emoji
+
+
+def emoji_eval(model, preprocess, tok, held_names: Sequence[str], probe: bool = True) -> dict[str, Any]:
+    from snapsight.data.emoji import render_emoji
+
+    eval_phrases = [w for ws in dm.EVAL_WORDINGS.values() for w in ws]
+    train_e, held_e = dm.training_emoji(eval_phrases)
+    everything = train_e + held_e
+    held_set = set(held_names) if held_names else {e.name for e in held_e}
+    renders = [render_emoji(e) for e in everything]
+    x = torch.stack([preprocess(im) for im in renders])
+    img = image_embeddings(model, x)
+    txt = text_embeddings(model, tok, [[e.name] for e in everything], ["{}"])
+    sims = img @ txt.T
+    ranks = (sims > sims.diagonal().unsqueeze(1)).sum(1).numpy()  # 0 = correct name ranked first
+    is_held = np.array([e.name in held_set for e in everything])
+    n = len(everything)
+    out = {"names": n, "held_out": int(is_held.sum()), "chance_top1": 1 / n, "chance_top5": 5 / n}
+    for tag, mask in (("held_out", is_held), ("trained", ~is_held)):
+        out[f"{tag}_top1"] = float((ranks[mask] < 1).mean())
+        out[f"{tag}_top5"] = float((ranks[mask] < 5).mean())
+    if probe:
+        out["probe_top1_all"] = emoji_probe(model, preprocess, renders, x)
+    return out
+
+
+def emoji_probe(model, preprocess, renders, clean_x: torch.Tensor, copies: int = 6, seed: int = 0) -> float:
+    """Linear probe on the image trunk: trained on augmented renders of every emoji (its label = its index),
+    tested on the clean renders: what the encoder can tell apart when labels are given."""
+    from torchvision.transforms import RandomResizedCrop
+
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    aug = RandomResizedCrop(renders[0].size[0], scale=(0.6, 1.0), ratio=(0.8, 1.25))
+    xs, ys = [], []
+    for k in range(copies):
+        xs.append(torch.stack([preprocess(aug(im)) for im in renders]))
+        ys.append(torch.arange(len(renders)))
+    with torch.no_grad():
+        tr = torch.from_numpy(trunk_features(model, torch.cat(xs)))
+        te = torch.from_numpy(trunk_features(model, clean_x))
+    mu, sd = tr.mean(0), tr.std(0) + 1e-6
+    tr, te = (tr - mu) / sd, (te - mu) / sd
+    y = torch.cat(ys)
+    lin = torch.nn.Linear(tr.shape[1], len(renders))
+    opt = torch.optim.Adam(lin.parameters(), lr=1e-2, weight_decay=1e-4)
+    for _ in range(300):
+        opt.zero_grad()
+        F.cross_entropy(lin(tr), y).backward()
+        opt.step()
+    del g
+    return float((lin(te).argmax(1) == torch.arange(len(renders))).float().mean())
+
+
+# ------------------------------------------------------------------------------------------------ extra models
+
+
+def align_variant(encoder: str, out_dir: Path, lock: str = "text", holdout: Sequence[str] = (), steps: int = 150,
+                  minutes: float = 5.0, seed: int = 0, batch_size: int = 256) -> Path:
+    """Train (or reuse) an aligned model with the default recipe but another lock / held-out classes."""
+    model_dir = out_dir / "model"
+    if (model_dir / "open_clip_config.json").is_file():
+        return model_dir
+    pairs, info = dm.default_pairs(holdout_classes=holdout, seed=seed)
+    cfg = dm.default_align_config(encoder, lock=lock, steps=steps, max_minutes=minutes, device="cpu", seed=seed,
+                                  batch_size=batch_size)
+    cfg.train.progress = False
+    result = run_alignment(cfg, out_dir, pairs=pairs, extra_meta={"pairs_info": info | {
+        "emoji_held_out": info["emoji_held_out"]}})
+    (out_dir / "fit.json").write_text(json.dumps({"steps": result.step, "seconds": result.train_seconds,
+                                                  "loss": result.loss}))
+    return model_dir
+
+
+def fit_info(run_dir: Path) -> dict[str, Any]:
+    p = run_dir / "fit.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="aligned model folder (default: the offline default model)")
+    ap.add_argument("--encoder", default="/work/runs/align/default/pretrain",
+                    help="the SimCLR encoder the model started from (probe baseline, extra models)")
+    ap.add_argument("--work", default="/work/runs/align/eval")
+    ap.add_argument("--probe-train", type=int, default=10000, help="Fashion-MNIST train images for the linear probes")
+    ap.add_argument("--holdout-classes", default="Sandal,Bag")
+    ap.add_argument("--holdout-steps", type=int, default=150)
+    ap.add_argument("--holdout-minutes", type=float, default=6.0)
+    ap.add_argument("--lock-steps", type=int, default=30)
+    ap.add_argument("--lock-minutes", type=float, default=5.0)
+    ap.add_argument("--lock-batch", type=int, default=64)
+    ap.add_argument("--only-train-variants", action="store_true", help="train the extra models, then stop")
+    ap.add_argument("--skip-holdout", action="store_true")
+    ap.add_argument("--skip-locks", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.manual_seed(0)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if args.only_train_variants:
+        holdout = [c.strip() for c in args.holdout_classes.split(",") if c.strip()]
+        if not args.skip_holdout:
+            align_variant(args.encoder, work / ("holdout-" + "-".join(h.lower().replace("/", "") for h in holdout)),
+                          holdout=holdout, steps=args.holdout_steps, minutes=args.holdout_minutes)
+        if not args.skip_locks:
+            for lock in ("text", "image", "none"):
+                align_variant(args.encoder, work / f"lock-{lock}", lock=lock, steps=args.lock_steps,
+                              minutes=args.lock_minutes, batch_size=args.lock_batch)
+        return 0
+    model_dir = find_clip_dir(args.model) if args.model else dm.default_model_dir()
+    meta = json.loads((model_dir / "snapsight_align.json").read_text())
+    held_names = meta.get("held_out_emoji") or meta.get("pairs_info", {}).get("emoji_held_out") or []
+    templates = eval_templates()
+    results: dict[str, Any] = {"model": str(model_dir), "templates": templates, "cpu_shared": True}
+
+    model, preprocess, tok = load_clip_dir(model_dir)
+    test_x, test_y = fmnist_tensors("test", preprocess)
+    train_x, train_y = fmnist_tensors("train", preprocess, limit=args.probe_train)
+    img = image_embeddings(model, test_x)
+    fm = fmnist_zero_shot(model, tok, img, test_y, templates)
+    fm["linear_probe_aligned_trunk"] = linear_probe(trunk_features(model, train_x), train_y,
+                                                   trunk_features(model, test_x), test_y)
+    from snapsight.backbones import load_encoder
+
+    enc, _, _ = load_encoder(args.encoder)
+    with torch.no_grad():
+        f_tr = torch.cat([enc(train_x[i:i + 512]) for i in range(0, len(train_x), 512)]).numpy()
+        f_te = torch.cat([enc(test_x[i:i + 512]) for i in range(0, len(test_x), 512)]).numpy()
+    fm["linear_probe_ssl_encoder"] = linear_probe(f_tr, train_y, f_te, test_y)
+    fm["chance"] = 0.1
+    results["fashion_mnist"] = fm
+    log.info("fashion-mnist done (%.0f s)", time.time() - t0)
+    results["emoji"] = emoji_eval(model, preprocess, tok, held_names)
+    log.info("emoji done (%.0f s)", time.time() - t0)
+
+    if not args.skip_holdout:
+        holdout = [c.strip() for c in args.holdout_classes.split(",") if c.strip()]
+        run = work / ("holdout-" + "-".join(h.lower().replace("/", "") for h in holdout))
+        hdir = align_variant(args.encoder, run, holdout=holdout, steps=args.holdout_steps, minutes=args.holdout_minutes)
+        hm, hpre, htok = load_clip_dir(hdir)
+        himg = image_embeddings(hm, test_x)
+        classes = list(FASHION_MNIST_CLASSES)
+        res: dict[str, Any] = {"held_out": holdout, **fit_info(run)}
+        for tag, words in (("class_wordings", [dm.TRAIN_WORDINGS[c] for c in classes]),
+                           ("unseen_wordings", [dm.EVAL_WORDINGS[c] for c in classes])):
+            acc, per_class = zero_shot_acc(hm, htok, himg, test_y, words, templates)
+            hidx = [classes.index(c) for c in holdout]
+            res[tag] = {"overall": acc, "held_out_classes": float(per_class[hidx].mean()),
+                        "trained_classes": float(np.delete(per_class, hidx).mean()),
+                        "per_held_out_class": {c: float(per_class[classes.index(c)]) for c in holdout}}
+        res["linear_probe_same_encoder_all_classes"] = linear_probe(
+            trunk_features(hm, train_x), train_y, trunk_features(hm, test_x), test_y)
+        res["chance"] = 0.1
+        results["held_out_classes"] = res
+        log.info("held-out classes done (%.0f s)", time.time() - t0)
+
+    if not args.skip_locks:
+        locks = {}
+        for lock in ("text", "image", "none"):
+            run = work / f"lock-{lock}"
+            ldir = align_variant(args.encoder, run, lock=lock, steps=args.lock_steps, minutes=args.lock_minutes,
+                                 batch_size=args.lock_batch)
+            lm, lpre, ltok = load_clip_dir(ldir)
+            limg = image_embeddings(lm, test_x)
+            z = fmnist_zero_shot(lm, ltok, limg, test_y, templates, draws=50)
+            e = emoji_eval(lm, lpre, ltok, held_names, probe=False)
+            locks[lock] = {**fit_info(run), "seen_wordings": z["seen_wordings_ensemble"],
+                           "unseen_ensemble": z["unseen_wordings_ensemble"],
+                           "unseen_single_mean": z["unseen_single_wording"]["mean"],
+                           "emoji_held_out_top5": e["held_out_top5"]}
+            log.info("lock=%s done (%.0f s)", lock, time.time() - t0)
+        results["lock_modes"] = locks
+    results["seconds"] = round(time.time() - t0, 1)
+    (work / "align_eval.json").write_text(json.dumps(results, indent=2))
+    print_tables(results)
+    return 0
+
+
+def print_tables(r: dict[str, Any]) -> None:
+    fm = r["fashion_mnist"]
+    print("\n### Fashion-MNIST test (10,000 images), default model, zero-shot\n")
+    print("| prompts | top-1 |\n|---|---|")
+    print(f"| held-out wordings, one per class (mean of {fm['unseen_single_wording']['draws']} draws; "
+          f"worst {pct(fm['unseen_single_wording']['min'])}, best {pct(fm['unseen_single_wording']['max'])}) | "
+          f"**{pct(fm['unseen_single_wording']['mean'])}** |")
+    print(f"| held-out wordings, all 4 per class ensembled | {pct(fm['unseen_wordings_ensemble'])} |")
+    print(f"| training wordings (seen) | {pct(fm['seen_wordings_ensemble'])} |")
+    print(f"| Fashion-MNIST's own class names | {pct(fm['plain_class_names'])} |")
+    print(f"| linear probe, aligned image trunk (10k labels) | {pct(fm['linear_probe_aligned_trunk'])} |")
+    print(f"| linear probe, SimCLR encoder before alignment | {pct(fm['linear_probe_ssl_encoder'])} |")
+    print("| chance | 10.0% |")
+    worst = sorted(fm["unseen_wording_recall"].items(), key=lambda kv: kv[1])[:6]
+    print("\nweakest held-out wordings (recall of their class): " +
+          ", ".join(f"{k} {pct(v)}" for k, v in worst))
+    e = r["emoji"]
+    print(f"\n### Emoji: name retrieval among all {e['names']} names\n")
+    print("| emoji | top-1 | top-5 |\n|---|---|---|")
+    print(f"| held out of training ({e['held_out']}) | {pct(e['held_out_top1'])} | {pct(e['held_out_top5'])} |")
+    print(f"| seen in training | {pct(e['trained_top1'])} | {pct(e['trained_top5'])} |")
+    if "probe_top1_all" in e:
+        print(f"| linear probe on the image trunk (all emoji, labels given) | {pct(e['probe_top1_all'])} | |")
+    print(f"| chance | {pct(e['chance_top1'])} | {pct(e['chance_top5'])} |")
+    if "held_out_classes" in r:
+        h = r["held_out_classes"]
+        print(f"\n### Classes held out of alignment ({', '.join(h['held_out'])}), 10-way zero-shot\n")
+        print("| prompts | held-out classes | trained classes | all |\n|---|---|---|---|")
+        for tag in ("class_wordings", "unseen_wordings"):
+            v = h[tag]
+            print(f"| {tag.replace('_', ' ')} | {pct(v['held_out_classes'])} | {pct(v['trained_classes'])} | "
+                  f"{pct(v['overall'])} |")
+        print(f"| linear probe (all 10 classes labeled) | | | {pct(h['linear_probe_same_encoder_all_classes'])} |")
+        print("| chance | 10.0% | 10.0% | 10.0% |")
+    if "lock_modes" in r:
+        print("\n### Lock modes (LiT), same SimCLR encoder, equal small budget\n")
+        print("| lock | steps | Fashion-MNIST unseen (single / ensemble) | seen wordings | held-out emoji top-5 |")
+        print("|---|---|---|---|---|")
+        for k, v in r["lock_modes"].items():
+            print(f"| {k} | {v.get('steps', '?')} | {pct(v['unseen_single_mean'])} / {pct(v['unseen_ensemble'])} | "
+                  f"{pct(v['seen_wordings'])} | {pct(v['emoji_held_out_top5'])} |")
+    print(f"\n({r['seconds']:.0f} s on a CPU shared with other jobs)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
