@@ -46,8 +46,9 @@ def default_config(kind: str, image_size: int | None, on_cuda: bool) -> dict[str
     if kind == "fashion-mnist":
         size = image_size or 28
         model = {"backbone": "small_cnn", "backbone_kwargs": {"widths": [16, 32, 64, 128]}, "image_size": size,
-                 "mean": list(FASHION_MNIST_MEAN), "std": list(FASHION_MNIST_STD)}
-        train = {"epochs": 30, "batch_size": 512, "warmup_epochs": 2, "precision": "bf16"}
+                 "mean": list(FASHION_MNIST_MEAN), "std": list(FASHION_MNIST_STD), "temperature": 0.2}
+        train = {"epochs": 30, "batch_size": 512, "warmup_epochs": 2, "precision": "bf16", "lr": 1.2,
+                 "lr_scaling": "sqrt"}
     else:
         size = image_size or (96 if on_cuda else 64)
         model = {"backbone": "resnet18" if on_cuda and size >= 96 else "small_cnn", "image_size": size}

@@ -89,3 +89,17 @@ def test_probe_with_clip_image_tower(tmp_path, data):
     clf = load_classifier(tmp_path / "out", "cpu")
     assert clf.meta["encoder"]["arch"]["type"] == "openclip" and clf.preprocessing.image_size == 16
     assert len(clf.predict([val / "red" / "0.png"])[0]) == 3
+
+
+@pytest.mark.parametrize("name", ["probe.yaml", "probe-fashion-mnist.yaml"])
+def test_probe_configs_load(name):
+    from pathlib import Path
+
+    from snapsight.config import load_config, to_dict
+    from snapsight.ssl.probe import ProbeConfig
+
+    path = Path(__file__).resolve().parents[2] / "configs" / name
+    cfg = load_config(ProbeConfig, path)
+    assert cfg.mode == "linear" and 0 in cfg.linear.weight_decays and cfg.knn.ks == [20, 200]
+    if name == "probe.yaml":  # the commented reference config spells out every default
+        assert to_dict(cfg) == to_dict(ProbeConfig())
