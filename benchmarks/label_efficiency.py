@@ -163,8 +163,9 @@ def run_supervised(encoder_spec, fractions, seed, budget, max_epochs, log):
 
     return _train_end_to_end(lambda: create_backbone(name, image_size=prep.image_size, **kwargs),
                              lambda: LinearProbe(create_backbone(name, image_size=prep.image_size, **kwargs).num_features, 10),
-                             prep, fractions, seed, cfg_for, log, "supervised"), {"supervised_arch": name,
-                                                                                   "supervised_budget_image_passes": budget}
+                             prep, fractions, seed, cfg_for, log, "supervised"), {
+        "supervised_arch": {"backbone": name, "backbone_kwargs": kwargs, "image_size": prep.image_size},
+        "supervised_budget_image_passes": budget}
 
 
 def run_finetune(encoder_spec, fractions, seed, budget, max_epochs, cache_dir, log):

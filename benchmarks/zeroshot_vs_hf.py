@@ -109,7 +109,7 @@ def make_labels(n: int) -> list[str]:
     """``n`` distinct labels: ImageNet-1k names first, then adjective+noun combinations (ImageNet-21k sized)."""
     from snapsight.zeroshot.prompts import builtin_label_set
 
-    base = [lab.names[0] for lab in builtin_label_set("imagenet-1k").labels]
+    base = list(dict.fromkeys(lab.names[0] for lab in builtin_label_set("imagenet-1k").labels))
     labels = list(dict.fromkeys(TEN_LABELS + base))
     adjectives = ["small", "large", "red", "blue", "green", "old", "young", "wooden", "metal", "striped",
                   "spotted", "wet", "dry", "broken", "shiny", "dark", "bright", "wild", "toy", "giant",
@@ -258,6 +258,33 @@ def pipeline_benchmark(model_dir: Path, paths: list[Path], label_counts: list[in
     return rows, probs10
 
 
+def head_to_head(model_dir: Path, paths: list[Path], n_labels: int, reps: int) -> dict:
+    """Alternate snapsight and the pipeline (both bf16, batch 32) ``reps`` times, so both see the same load.
+
+    On a shared CPU the load drifts by minutes; measurements taken minutes apart are not comparable.
+    """
+    from transformers import pipeline
+
+    from snapsight.zeroshot import ZeroShotClassifier
+
+    labels = make_labels(n_labels)
+    clf = ZeroShotClassifier.load(str(model_dir), device="cpu", precision="bf16", cache_dir="")
+    pipe = pipeline("zero-shot-image-classification", model=str(model_dir), device="cpu", dtype=torch.bfloat16)
+    label_set, _ = clf.label_index(labels, [PROMPT])
+    names = [str(p) for p in paths]
+    clf.classify(paths[:2], label_set, templates=[PROMPT])
+    pipe(names[:2], candidate_labels=labels, batch_size=2)  # warm-up both
+    ours, theirs = [], []
+    for rep in range(reps):
+        t, _ = timed(lambda: clf.classify(paths, label_set, templates=[PROMPT], batch_size=32))
+        ours.append(len(paths) / t)
+        t, _ = timed(lambda: pipe(names, candidate_labels=labels, batch_size=32))
+        theirs.append(len(paths) / t)
+        log(f"head-to-head {n_labels} labels rep {rep}: snapsight {ours[-1]:.1f} img/s, pipeline {theirs[-1]:.1f} img/s")
+    return {"labels": n_labels, "images": len(paths), "snapsight_images_per_s": ours, "pipeline_images_per_s": theirs,
+            "median_ratio": float(np.median(np.array(ours) / np.array(theirs)))}
+
+
 def agreement(a: dict, b: dict) -> dict:
     diffs, top1 = [], []
     for img, pa in a.items():
@@ -275,6 +302,8 @@ def main() -> int:
     ap.add_argument("--labels", default="10,1000,21843")
     ap.add_argument("--try-compile", action="store_true", help="also time torch.compile on the vision tower")
     ap.add_argument("--skip-encoder", action="store_true")
+    ap.add_argument("--head-to-head-only", type=int, default=0, metavar="REPS",
+                    help="only alternate snapsight/pipeline at the first label count, REPS times")
     ap.add_argument("--keep-cache", action="store_true", help="reuse label indexes from an earlier run")
     ap.add_argument("--pipeline-labels", default=None,
                     help="label counts to run the pipeline at (default: all); larger counts are extrapolated "
@@ -302,6 +331,12 @@ def main() -> int:
            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "load_avg_start": os.getloadavg()}
     log(f"env: {env}")
     result: dict = {"env": env, "model_dir": str(model_dir), "images": n_images, "prompt": PROMPT}
+    if args.head_to_head_only:
+        result["head_to_head"] = head_to_head(model_dir, paths, label_counts[0], args.head_to_head_only)
+        result["load_avg_end"] = os.getloadavg()
+        (out / "head_to_head.json").write_text(json.dumps(result, indent=2, default=str))
+        print(json.dumps(result["head_to_head"], indent=2))
+        return 0
     if not args.skip_encoder:
         result["encoder"] = encoder_benchmark(model_dir, images, args.quick, args.try_compile)
     result["snapsight_bf16"], p_ours = snapsight_benchmark(model_dir, paths, images, label_counts, cache_dir, "bf16")

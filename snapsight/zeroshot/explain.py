@@ -171,7 +171,9 @@ def patch_similarity(model: Any, pixels: torch.Tensor, text_embedding: torch.Ten
     # the steps of VisionTransformer.forward, without flipping its output_tokens flag: other threads may be
     # running the same model for classification at this moment
     h = visual.transformer(visual._embeds(x))
-    _, tokens = visual._pool(h)  # (1, grid*grid, width), after the final LayerNorm
+    _, tokens = visual._pool(h)  # (1, grid*grid, width)
+    if getattr(visual, "final_ln_after_pool", False):  # these towers norm only the pooled token; norm patches alike
+        tokens = visual.ln_post(tokens)
     patches = F.normalize((tokens @ visual.proj).float(), dim=-1)[0]  # (grid*grid, dim)
     t = F.normalize(text_embedding.to(device).float(), dim=-1)
     grid_h, grid_w = visual.grid_size

@@ -1,7 +1,8 @@
 """The page in a real browser: headless Debian chromium driven by Playwright (never `playwright install`).
 
 Opens the demo, uploads an image, types labels, submits, reads the ranked labels from the DOM, checks the
-heatmap and the messages for empty labels and a bad file, and saves ``docs/screenshot.png`` for the README.
+heatmap and the messages for empty labels and a bad file, and saves ``docs/screenshot.png`` for the README
+(when the offline default model is built; the tiny test model's page goes to a temporary file).
 """
 from __future__ import annotations
 
@@ -27,19 +28,20 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python
 
 @pytest.fixture(scope="module")
 def page_url(demo_server, tmp_path_factory):
-    """The offline default model when it is built (a meaningful screenshot), else the tiny test model."""
+    """(url, screenshot path): the offline default model when it is built, and then the README's screenshot;
+    else the tiny test model, whose (meaningless) page is shot to a temporary file instead."""
     try:
         from snapsight.default_model import default_model_dir
 
         default_model_dir()
     except Exception:  # noqa: BLE001 - not built here: the tiny model's page is just as good a test
-        yield demo_server[0]
+        yield demo_server[0], tmp_path_factory.mktemp("shot") / "screenshot.png"
         return
     from snapsight.demo.app import DemoConfig, serve
     from tests.demo.conftest import free_port
 
     _, demo, url = serve(DemoConfig(device="cpu", port=free_port(), explain_samples=4), block=False, quiet=True)
-    yield url
+    yield url, SCREENSHOT
     demo.close()
 
 
@@ -49,7 +51,7 @@ def page(page_url):
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         pg = browser.new_page(viewport={"width": 1280, "height": 1000})
         pg.set_default_timeout(60_000)
-        pg.goto(page_url, wait_until="domcontentloaded")
+        pg.goto(page_url[0], wait_until="domcontentloaded")
         pg.wait_for_selector("#zs-run")
         yield pg
         browser.close()
@@ -60,7 +62,7 @@ def _close_toasts(page) -> None:
         button.click()
 
 
-def test_upload_type_labels_submit_and_read_ranking(page):
+def test_upload_type_labels_submit_and_read_ranking(page, page_url):
     page.set_input_files("#zs-image input[type=file]", str(EXAMPLE))
     page.fill("#zs-labels textarea", "pizza, cat, sunset")
     page.click("#zs-run")
@@ -73,9 +75,10 @@ def test_upload_type_labels_submit_and_read_ranking(page):
     assert headline.inner_text().strip() == names[0]
     page.locator("#zs-heatmap img").wait_for()  # the why-this-label overlay arrives after the ranking
     assert "Why" in page.locator("#zs-heatmap").inner_text()
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
-    assert SCREENSHOT.stat().st_size > 10_000
+    shot = page_url[1]
+    shot.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
 
 
 def test_empty_labels_show_a_message(page):

@@ -171,3 +171,27 @@ def test_default_model_dir_is_used(monkeypatch, tiny_open_clip_dir):
     bundle = load_clip(None)
     assert bundle.info["name"] == "snapsight-default-test"
     assert bundle.info["source"] == str(tiny_open_clip_dir)
+
+
+def test_trimmed_encoding_for_custom_text_clip_and_fallbacks():
+    """open_clip's CustomTextCLIP (separate TextTransformer) is trimmed too; a tower without a causal
+    mask is encoded at full length (trimming would not be exact there)."""
+    from open_clip.model import CustomTextCLIP
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from snapsight.zeroshot.models import LoadedClip, _open_clip_text_parts
+
+    torch.manual_seed(0)
+    model = CustomTextCLIP(**json.loads(json.dumps(TINY_OPEN_CLIP_CFG))).eval()
+    bundle = LoadedClip(model=model, preprocess=None, tokenizer=SimpleTokenizer())
+    tokens = bundle.tokenizer(PROMPTS)
+    assert _open_clip_text_parts(model) is not None
+    with torch.no_grad():
+        assert torch.allclose(encode_text_trimmed(bundle, tokens[:4]), model.encode_text(tokens[:4]), atol=1e-5)
+    cfg = json.loads(json.dumps(TINY_OPEN_CLIP_CFG))
+    cfg["text_cfg"]["no_causal_mask"] = True
+    bidirectional = CustomTextCLIP(**cfg).eval()
+    assert _open_clip_text_parts(bidirectional) is None
+    with torch.no_grad():
+        out = encode_text_trimmed(LoadedClip(model=bidirectional, preprocess=None, tokenizer=None), tokens[:2])
+        assert torch.allclose(out, bidirectional.encode_text(tokens[:2]))
