@@ -209,11 +209,13 @@ class DemoApp:
     def _run_batch(self, key: Hashable, images: list) -> list:
         spec, labels, templates, top_k, threshold, multi_label = key
         clf = self.zeroshot.get(spec)
-        return clf.classify(images, list(labels), templates=templates, top_k=top_k, threshold=threshold,
+        # `labels` is the user's text, so per-label synonyms/prompts ("cat: kitty | a photo of a cat") survive.
+        return clf.classify(images, labels, templates=templates, top_k=top_k, threshold=threshold,
                             multi_label=multi_label)
 
     # -------------------------------------------------------------- handlers
-    def _parse_labels(self, text: str | None) -> tuple[str, ...]:
+    def _parse_labels(self, text: str | None) -> tuple[str, int]:
+        """Validate the labels text; returns (the text, number of labels). Notes become page warnings."""
         from snapsight.zeroshot import parse_labels
 
         try:
@@ -227,12 +229,13 @@ class DemoApp:
             )
         for note in notes:
             gr.Warning(note)
-        return tuple(labels)
+        return (text or "").strip(), len(labels)
 
     def _key(self, spec, labels, templates, top_k, threshold, multi_label) -> tuple:
+        text, n_labels = labels
         thr = float(threshold) if threshold not in (None, "") and float(threshold) > 0 else None
-        k = max(1, min(int(top_k or 5), len(labels)))
-        return (spec or self.start_spec, labels, templates or "default", k, thr, bool(multi_label))
+        k = max(1, min(int(top_k or 5), n_labels))
+        return (spec or self.start_spec, text, templates or "default", k, thr, bool(multi_label))
 
     def classify(self, image, labels_text, templates="default", top_k=5, threshold=0.0, multi_label=False,
                  spec=None):

@@ -180,3 +180,20 @@ def test_heatmap_step_returns_an_overlay(demo_server, tmp_path):
     out = app.explain(str(write_photo(tmp_path / "h.png")), "cat")
     assert out.value is not None and "Why" in out.label
     assert app.explain(None, "cat") is None and app.explain(str(tmp_path / "h.png"), "cat", enabled=False) is None
+
+
+def test_label_synonyms_reach_the_model(client, demo_server, tmp_path):
+    """'cat: kitty | a photo of a cat' keeps its prompts: the answer equals the library's on the same text."""
+    from gradio_client import handle_file
+
+    path = write_photo(tmp_path / "syn.png", seed=5)
+    text = "cat: kitty | a photo of a cat\ndog: puppy\npizza"
+    result = client.predict(handle_file(str(path)), text, api_name="/classify")
+    _, app, _ = demo_server
+    clf = app.zeroshot.get(app.start_spec)
+    ref = clf.classify([Image.open(path).convert("RGB")], text, top_k=5)[0]
+    plain = clf.classify([Image.open(path).convert("RGB")], ["cat", "dog", "pizza"], top_k=5)[0]
+    got = _confidences(result)
+    assert set(got) == {"cat", "dog", "pizza"}
+    np.testing.assert_allclose([got[l] for l in ref.labels], ref.probs, atol=1e-5)
+    assert not np.allclose(sorted(ref.probs), sorted(plain.probs), atol=1e-6)  # synonyms changed the answer
