@@ -40,25 +40,43 @@ TEXT_PREFIX = "text.transformer."
 
 TRAIN_WORDINGS: dict[str, tuple[str, ...]] = {
     "T-shirt/top": ("t-shirt", "tshirt", "plain top", "top", "short-sleeved top", "tank top", "crew neck t-shirt",
-                    "sleeveless top", "cotton top", "casual top", "short sleeve t-shirt", "basic top"),
+                    "sleeveless top", "cotton top", "casual top", "short sleeve t-shirt", "basic top",
+                    "graphic t-shirt", "v-neck t-shirt", "undershirt", "camisole", "halter top", "tube top",
+                    "muscle top", "summer top", "white t-shirt", "sports top"),
     "Trouser": ("trousers", "trouser", "pair of trousers", "jeans", "blue jeans", "denim", "joggers",
-                "sweatpants", "cargo trousers", "long trousers", "chino trousers", "tracksuit bottoms"),
+                "sweatpants", "cargo trousers", "long trousers", "chino trousers", "tracksuit bottoms",
+                "culottes", "capris", "flared trousers", "skinny jeans", "bottoms", "wide-leg trousers",
+                "khakis", "jeggings", "dress trousers", "trackpants"),
     "Pullover": ("pullover", "knit pullover", "jersey", "cardigan", "long-sleeved pullover", "turtleneck",
-                 "fleece", "knitted top", "woollen pullover", "crewneck pullover", "warm knit", "knit"),
+                 "fleece", "knitted top", "woollen pullover", "crewneck pullover", "warm knit", "knit",
+                 "knitwear", "cable knit", "polo neck", "roll neck", "fleece top", "long-sleeved knit top",
+                 "wool jersey", "pullover top", "v-neck pullover", "winter knit"),
     "Dress": ("dress", "frock", "maxi dress", "cocktail dress", "party dress", "mini dress", "long dress",
-              "sleeveless dress", "day dress", "shift dress", "wrap dress", "dress for women"),
+              "sleeveless dress", "day dress", "shift dress", "wrap dress", "dress for women", "slip dress",
+              "midi dress", "shirt dress", "tunic", "skater dress", "bodycon dress", "floral dress",
+              "women's dress", "robe", "pinafore"),
     "Coat": ("coat", "winter coat", "trench coat", "long coat", "wool coat", "overcoat", "peacoat",
-             "duffle coat", "outerwear", "warm coat", "puffer coat", "topcoat"),
+             "duffle coat", "outerwear", "warm coat", "puffer coat", "topcoat", "windbreaker", "blazer",
+             "trench", "mac", "cagoule", "quilted coat", "padded coat", "bomber", "puffer", "car coat"),
     "Sandal": ("sandal", "strappy sandal", "summer sandal", "open-toe shoe", "gladiator sandal", "slingback",
-               "heeled sandal", "flat sandal", "beach shoe", "open shoe", "sandal with straps", "espadrille"),
+               "heeled sandal", "flat sandal", "beach shoe", "open shoe", "sandal with straps", "espadrille",
+               "mule", "wedge sandal", "sport sandal", "toe-post sandal", "beach sandal", "open-toe sandal",
+               "strappy heel", "pool shoe", "summer shoe", "thong sandal"),
     "Shirt": ("shirt", "long-sleeved shirt", "collared shirt", "checked shirt", "plaid shirt", "oxford shirt",
-              "formal shirt", "work shirt", "striped shirt", "denim shirt", "shirt with buttons", "business shirt"),
+              "formal shirt", "work shirt", "striped shirt", "denim shirt", "shirt with buttons", "business shirt",
+              "casual shirt", "linen shirt", "office shirt", "cotton shirt", "tailored shirt", "men's shirt",
+              "women's shirt", "long sleeve top with collar", "smart shirt", "check shirt"),
     "Sneaker": ("sneaker", "athletic shoe", "sports shoe", "canvas shoe", "low-top shoe", "gym shoe",
-                "training shoe", "jogging shoe", "casual shoe", "lace-up sports shoe", "basketball shoe", "kicks"),
+                "training shoe", "jogging shoe", "casual shoe", "lace-up sports shoe", "basketball shoe", "kicks",
+                "skate shoe", "sports footwear", "plimsoll", "workout shoe", "walking shoe", "athletic sneaker",
+                "sneaker shoe", "lace-up shoe", "sport shoe", "runner"),
     "Bag": ("bag", "handbag", "purse", "shopping bag", "leather bag", "backpack", "messenger bag", "tote",
-            "bag with handles", "carry bag", "ladies bag", "travel bag"),
+            "bag with handles", "carry bag", "ladies bag", "travel bag", "briefcase", "crossbody bag",
+            "bucket bag", "evening bag", "pouch", "sack", "hobo bag", "weekend bag", "bag for women", "holdall"),
     "Ankle boot": ("ankle boot", "boot", "leather boot", "heeled boot", "winter boot", "short boot",
-                   "suede boot", "zip-up boot", "lace-up boot", "combat boot", "boot for women", "bootie"),
+                   "suede boot", "zip-up boot", "lace-up boot", "combat boot", "boot for women", "bootie",
+                   "desert boot", "western boot", "cowboy boot", "biker boot", "work boot", "platform boot",
+                   "rain boot", "snow boot", "heeled ankle boot", "bootee"),
 }
 
 EVAL_WORDINGS: dict[str, tuple[str, ...]] = {
@@ -277,7 +295,7 @@ def all_train_phrases(emojis: Sequence[Any]) -> list[str]:
     return [w for ws in TRAIN_WORDINGS.values() for w in ws] + [n for e in emojis for n in e.names]
 
 
-def default_pairs(holdout_classes: Sequence[str] = (), emoji_repeat: int = 8, max_fmnist: int = 0,
+def default_pairs(holdout_classes: Sequence[str] = (), emoji_repeat: int = 16, max_fmnist: int = 0,
                   seed: int = 0):
     """Training pairs of the default model: Fashion-MNIST train images captioned with
     :data:`TRAIN_WORDINGS` x templates (classes in ``holdout_classes`` left out entirely), plus the
