@@ -76,7 +76,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-4  # AdamW weight decay
     label_smoothing: float = 0.1  # cross-entropy label smoothing
     patience: int = 3  # stop after this many epochs without a better val top-1
-    crop_scale_min: float = 0.6  # random-resized-crop smallest area share
+    crop_scale_min: float = 0.6  # random-resized-crop smallest area share (1.0: no cropping)
     hflip: bool = True  # random horizontal flips (turn off for text, digits)
     init_from_linear: bool = True  # start the head from the linear probe (LP-FT)
     freeze_bn: bool = True  # keep BatchNorm statistics from pretraining (stable with few labels, matches the probe)
@@ -230,10 +230,11 @@ class _AugmentedImages(torch.utils.data.Dataset):
         from torchvision.transforms import v2
 
         s = preprocessing.image_size
-        ops = [v2.RandomResizedCrop(s, scale=(crop_scale_min, 1.0), antialias=True)]
+        ops = [v2.RandomResizedCrop(s, scale=(crop_scale_min, 1.0), antialias=True)] if crop_scale_min < 1 else []
         if hflip:
             ops.append(v2.RandomHorizontalFlip())
-        self.dataset, self.preprocessing, self.augment = dataset, preprocessing, v2.Compose(ops)
+        self.dataset, self.preprocessing = dataset, preprocessing
+        self.augment = v2.Compose(ops) if ops else v2.Identity()
 
     def __len__(self) -> int:
         return len(self.dataset)
