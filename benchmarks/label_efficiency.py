@@ -16,7 +16,7 @@ Rows (one run, one seed):
 Parts can run separately (``--parts``); results merge into ``OUT/results.json`` and the table is rewritten
 from all of them, so the baselines can run before the SSL encoder exists. Run from the repository root::
 
-    python benchmarks/label_efficiency.py --encoder /work/runs/ssl/fmnist-bench --out runs/label-efficiency
+    python -m benchmarks.label_efficiency --encoder /work/runs/ssl/fmnist-bench --out runs/label-efficiency
 """
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def encode(model: torch.nn.Module, images: np.ndarray, mean, std, size: int, bat
     s = torch.tensor(std).view(1, 3, 1, 1)
     out = []
     for i in range(0, len(images), batch):
-        x = torch.from_numpy(images[i:i + batch]).float().div(255).unsqueeze(1)
+        x = torch.tensor(images[i:i + batch]).float().div(255).unsqueeze(1)
         if x.shape[-1] != size:
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         x = (x.expand(-1, 3, -1, -1) - m) / s

@@ -12,7 +12,8 @@ A pretraining run directory looks like::
       encoder/                 the exported backbone: what ``--encoder RUN_DIR`` finds
         model.safetensors
         config.json            {"kind": "snapsight-encoder", "backbone": ..., "preprocessing": ...}
-      checkpoints/last.pt ...  resumable training state
+      checkpoints/latest.json  names the last complete checkpoint
+      checkpoints/step-N/      model.safetensors, meta.json, state.pt (optimizer/scheduler/RNG; weights_only)
       metrics.jsonl, loss_curve.png
 """
 from __future__ import annotations

@@ -55,10 +55,24 @@ def test_default_model_loads_with_plain_open_clip(tmp_path, monkeypatch):
     assert d.is_dir() and (d / "open_clip_config.json").is_file()
     assert dm.default_model_dir() == d  # assembled once, then reused
     model, _, pre = open_clip.create_model_and_transforms(f"local-dir:{d}")
+    model.eval()
     tok = open_clip.get_tokenizer(f"local-dir:{d}")
     from PIL import Image
 
     with torch.no_grad():
         i = model.encode_image(pre(Image.new("RGB", (40, 40), "white"))[None])
         t = model.encode_text(tok(["a boot", "a bag"]))
-    assert i.shape[1] == t.shape[1]
+    assert i.shape[1] == t.shape[1] == 384
+
+
+@pytest.mark.skipif(dm.find_default_asset() is None, reason="default model weights not built here")
+def test_zero_shot_loader_uses_the_default_model(tmp_path, monkeypatch):
+    zs = pytest.importorskip("snapsight.zeroshot")
+    if not hasattr(zs, "ZeroShotClassifier"):
+        pytest.skip("snapsight.zeroshot.ZeroShotClassifier not available yet")
+    monkeypatch.setenv("SNAPSIGHT_CACHE", str(tmp_path))
+    clf = zs.ZeroShotClassifier.load(device="cpu", precision="fp32")
+    from PIL import Image
+
+    res = clf.classify([Image.new("RGB", (28, 28), "black")], ["boot", "bag", "dress"], top_k=3)[0]
+    assert len(res.labels) == 3 and abs(sum(res.probs) - 1) < 1e-4

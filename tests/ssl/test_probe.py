@@ -154,3 +154,14 @@ def test_encoder_of_the_wrong_kind(tmp_path):
     (bad / "model.safetensors").write_bytes(b"corrupt")
     with pytest.raises(SnapsightError, match="not a valid safetensors"):
         load_feature_encoder(bad)
+
+
+def test_finetune_augmentation_can_be_turned_off(tmp_path):
+    from snapsight.ssl.probe import _AugmentedImages
+
+    ds = load_labeled(make_tree(tmp_path / "data", n=1))
+    prep = Preprocessing(12, (0.5,) * 3, (0.5,) * 3)
+    x, y, i, err = _AugmentedImages(ds, prep, crop_scale_min=1.0, hflip=False)[0]
+    assert err == "" and y == ds.labels[0] and torch.equal(x, prep(ds.load(0)))
+    x2, *_ = _AugmentedImages(ds, prep, crop_scale_min=0.5, hflip=True)[0]
+    assert x2.shape == x.shape
