@@ -163,13 +163,14 @@ def _pick_key(keys: Sequence[str], wanted: Sequence[str], what: str, where: str)
 
 
 def load_csv(path: str | os.PathLike) -> LabeledDataset:
-    """CSV of ``path,label`` rows (header optional); paths relative to the CSV file's folder."""
+    """CSV of ``path,label`` rows (header optional; ``.tsv``: tab-separated); paths relative to the CSV file's folder."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as e:
         raise SnapsightError(f"cannot read {path}: {e}") from e
-    rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    rows = [r for r in csv.reader(text.splitlines(), delimiter=delimiter) if r and any(c.strip() for c in r)]
     if not rows:
         raise SnapsightError(f"{path}: the CSV is empty")
     header = [c.strip().lower() for c in rows[0]]
