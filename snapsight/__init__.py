@@ -3,6 +3,8 @@
 Public API (what the demo and users import)::
 
     from snapsight import load_encoder, create_backbone, open_image
+    from snapsight import ZeroShotClassifier, parse_labels      # zero-shot (imports open_clip on first use)
+    from snapsight import load_classifier, is_classifier_dir    # classifiers saved by `snapsight probe`
 """
 from __future__ import annotations
 
@@ -13,7 +15,28 @@ from .data.images import open_image
 from .errors import ConfigError, ImageError, SnapsightError
 from .preprocessing import Preprocessing
 
+_LAZY = {
+    "ZeroShotClassifier": "snapsight.zeroshot",
+    "parse_labels": "snapsight.zeroshot",
+    "load_classifier": "snapsight.ssl.probe",
+    "is_classifier_dir": "snapsight.ssl.probe",
+}
+
+
+def __getattr__(name: str):
+    # Heavy parts (open_clip, transformers) load only when asked for, so `import snapsight` stays fast.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'snapsight' has no attribute {name!r}")
+
+
 __all__ = [
+    "ZeroShotClassifier",
+    "is_classifier_dir",
+    "load_classifier",
+    "parse_labels",
     "ConfigError",
     "ImageError",
     "Preprocessing",
