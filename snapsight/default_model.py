@@ -166,7 +166,7 @@ def find_default_asset() -> Path | None:
 def _missing_error() -> SnapsightError:
     return SnapsightError(
         "the offline default zero-shot model is not available here (no weights in "
-        f"{ASSET_DIR}); build it with `snapsight build-default-model` (about 20 minutes on a CPU) or pass "
+        f"{ASSET_DIR}); build it with `snapsight build-default-model` (about 25 minutes on a 2-core CPU) or pass "
         "--model ViT-B-32 --pretrained laion2b_s34b_b79k"
     )
 

@@ -270,3 +270,19 @@ def test_pair_loader_is_deterministic_and_resumable():
     half = PairLoader(pairs, tf, batch_size=4, seed=3, rank=1, world_size=2)
     half.set_epoch(1)
     assert [b["captions"] for b in half] == [c[2:] for c in first]
+
+
+def test_align_cli_end_to_end(tiny_text, tmp_path, capsys):
+    from snapsight.cli import main
+
+    csv_path = _tiny_pairs_csv(tmp_path)
+    code = main(["align", "--image-encoder", IMAGE_ENCODER, "--text-encoder", str(tiny_text), "--pairs", str(csv_path),
+                 "--lock", "image", "--out", str(tmp_path / "run"), "--max-steps", "1", "--batch-size", "4",
+                 "--device", "cpu", "--set", "text_proj=linear", "--set", "embed_dim=16",
+                 "--set", "context_length=16", "--set", "train.progress=false"])
+    assert code == 0
+    assert "aligned model saved in" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "run" / "model" / "snapsight_align.json").read_text())
+    assert meta["lock"] == "image" and meta["kind"] == "snapsight-clip"
+    assert main(["align", "--image-encoder", "random:small_cnn@16", "--text-encoder", str(tiny_text), "--pairs",
+                 str(csv_path), "--out", str(tmp_path / "bad")]) == 2  # no open_clip equivalent: one-line error
