@@ -1,5 +1,10 @@
+import os
 import sys
 
-from snapsight.cli import main
+if not __package__:  # run as `python snapsight/__main__.py`: drop snapsight/ from sys.path, where ssl/ would shadow Python's ssl
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
+
+from snapsight.cli import main  # noqa: E402
 
 sys.exit(main())

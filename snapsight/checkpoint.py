@@ -113,6 +113,21 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[s
         raise SnapsightError(f"{path} is not a valid safetensors file ({e}); re-export it or pass another file") from e
 
 
+def state_dict_hash(model: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer of ``model`` (names, dtypes, shapes and bytes).
+
+    The identity of weights held in memory (feature-cache and label-index keys); any changed tensor changes it.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def read_json(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:

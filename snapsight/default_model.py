@@ -142,10 +142,9 @@ def training_emoji(eval_phrases: Sequence[str]) -> tuple[list[Any], list[Any]]:
 
 
 def _cache_root() -> Path:
-    env = os.environ.get("SNAPSIGHT_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "snapsight"
+    from .runtime import cache_root
+
+    return cache_root()
 
 
 def built_asset_dir() -> Path:

@@ -121,11 +121,13 @@ def run(args: argparse.Namespace) -> int:
         raise SnapsightError(f"--top-k must be at least 1, got {cfg.top_k}")
     if cfg.batch_size < 1:
         raise SnapsightError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    if cfg.text_batch_size < 1:  # range(0, n, 0) raised a ValueError traceback
+        raise SnapsightError(f"text_batch_size must be at least 1, got {cfg.text_batch_size}")
     paths, problems = collect_images(args.images)
+    if not paths:  # the error line names the problems; no warnings repeating them first
+        raise SnapsightError("no images to classify: " + "; ".join(problems) if problems else "no images given")
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
-    if not paths:
-        raise SnapsightError("no images to classify: " + "; ".join(problems) if problems else "no images given")
 
     probe = _probe_classifier(args.model, args.device)
     if probe is not None:

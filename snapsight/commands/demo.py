@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 HELP = "start the web demo (upload images, type labels); local only unless --host says otherwise"
 
@@ -24,8 +25,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queue-size", type=int, default=256, help="waiting requests beyond this are refused (default 256)")
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """User mistakes that gradio would otherwise report as a traceback, after the model has loaded."""
+    from ..errors import SnapsightError
+
+    if not 1 <= args.port <= 65535:
+        raise SnapsightError(f"--port must be between 1 and 65535, got {args.port}")
+    if not re.fullmatch(r"\s*\d+\s*(b|kb|mb|gb|tb)\s*", str(args.max_file_size), flags=re.IGNORECASE):
+        raise SnapsightError(f"--max-file-size takes a number and a unit (b, kb, mb, gb, tb), e.g. 10mb; "
+                             f"got '{args.max_file_size}'")
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..demo.app import DemoConfig, serve
+    from ..demo.app import DemoConfig, build_demo
+    from ..errors import SnapsightError
+
+    _check_args(args)
 
     cfg = DemoConfig(
         model=args.model, pretrained=args.pretrained, classifier=args.classifier, device=args.device,
@@ -36,7 +51,12 @@ def run(args: argparse.Namespace) -> int:
         cfg.max_pixels = args.max_pixels
     which = "the offline default model" if cfg.model is None else cfg.model + (f" ({cfg.pretrained})" if cfg.pretrained else "")
     print(f"loading {which} ...", flush=True)
-    app, demo, url = serve(cfg, block=False, quiet=True)
+    app, demo = build_demo(cfg)  # loads the start model: a missing one fails here with its own message
+    try:
+        demo, url = app.launch(demo, block=False, quiet=True)
+    except OSError as e:  # gradio: the port is taken ("Cannot find empty port ...")
+        reason = str(e).splitlines()[0].split(". ")[0].rstrip(".") if str(e) else type(e).__name__
+        raise SnapsightError(f"cannot serve on {cfg.host}:{cfg.port} ({reason}); pick another --port or --host") from e
     print(f"snapsight demo running at {url}  (Ctrl+C to stop)", flush=True)
     if cfg.model is None:
         print("note: the offline default model knows Fashion-MNIST clothes and emoji; "

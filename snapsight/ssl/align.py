@@ -306,10 +306,11 @@ def find_clip_dir(path: str | Path) -> Path:
 
 
 def load_clip_dir(path: str | Path, device: str | torch.device = "cpu"):
-    """Load an aligned model with plain open_clip: ``(model, preprocess, tokenizer)``, model in eval mode."""
+    """Load an aligned model with plain open_clip: ``(model, preprocess, tokenizer)``, model in eval mode
+    (a moved folder is relocated first)."""
     import open_clip
 
-    d = find_clip_dir(path)
+    d = relocate_clip_dir(path)
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{d}", device=device)
     return model.eval(), preprocess, open_clip.get_tokenizer(f"local-dir:{d}")
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ..preprocessing import Preprocessing
 
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL and torchvision use
@@ -57,7 +58,7 @@ class AugmentConfig:
         if isinstance(self.blur, bool):
             return self.blur
         if self.blur not in ("auto", "on", "off"):
-            raise ValueError(f"augment.blur must be auto, on or off, got '{self.blur}'")
+            raise ConfigError(f"augment.blur must be auto, on or off, got '{self.blur}'")
         return self.blur == "on" or (self.blur == "auto" and image_size >= 64)
 
 

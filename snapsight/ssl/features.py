@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checkpoint import state_dict_hash  # noqa: F401 - re-exported (feature-cache keys)
 from ..data.labeled import LabeledDataset
 from ..errors import ImageError, SnapsightError
 from ..preprocessing import Preprocessing
@@ -58,16 +59,6 @@ class FeatureEncoder:
         return self._hash
 
 
-def state_dict_hash(model: nn.Module) -> str:
-    """sha256 over every parameter and buffer (names, dtypes, shapes and bytes)."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Loading encoders
 # ---------------------------------------------------------------------------------------------------------------
@@ -79,8 +70,9 @@ def load_feature_encoder(spec: str | os.PathLike, device: str | torch.device = "
     if text.startswith(("openclip:", "local-dir:", "clip:")):
         return _load_openclip(text, device)
     if not text.startswith("random:"):
-        if (Path(text) / "open_clip_config.json").is_file():
-            return _load_openclip(f"local-dir:{text}", device)
+        for folder in (Path(text), Path(text) / "model"):  # an open_clip folder or a `snapsight align` run
+            if (folder / "open_clip_config.json").is_file():
+                return _load_openclip(f"local-dir:{folder}", device)
         _refuse_wrong_kind(Path(text))
     from ..backbones import load_encoder
 
@@ -150,6 +142,20 @@ def _openclip_visual_from_cfg(model_cfg: dict[str, Any]) -> nn.Module:
     return _ClipImageTower(visual, int(model_cfg["embed_dim"]))
 
 
+def with_activation_of(model_cfg: dict[str, Any], visual: nn.Module) -> dict[str, Any]:
+    """``model_cfg`` with ``quick_gelu`` set as in the loaded tower.
+
+    Tags trained with QuickGELU (e.g. ``openai``) are loaded with ``force_quick_gelu`` on a config that does not
+    say so; a classifier saved with the plain config would be rebuilt with GELU and give other features.
+    """
+    from open_clip.transformer import QuickGELU
+
+    quick = any(isinstance(m, QuickGELU) for m in visual.modules())
+    if bool(model_cfg.get("quick_gelu", False)) == quick:
+        return model_cfg
+    return {**model_cfg, "quick_gelu": quick}
+
+
 def _parse_clip_spec(spec: str) -> tuple[str | None, str | None]:
     """``openclip:NAME[:PRETRAINED]`` / ``local-dir:DIR`` / ``clip:default`` -> ``(model, pretrained)``."""
     if spec.startswith("clip:"):
@@ -175,35 +181,21 @@ def _openclip_model_cfg(name: str | None, source: str | None) -> dict[str, Any] 
 
 def _load_openclip(spec: str, device: str | torch.device) -> FeatureEncoder:
     """CLIP image tower through the zero-shot loader (same resolution rules as ``snapsight classify``)."""
+    from ..zeroshot.models import load_clip
+
     model_name, pretrained = _parse_clip_spec(spec)
-    try:
-        from ..zeroshot.models import load_clip
-    except ImportError:
-        load_clip = None
-    if load_clip is not None:
-        bundle = load_clip(model_name, pretrained, device="cpu")
-        kind, info = bundle.info.get("kind", "open_clip"), bundle.info
-        if kind != "open_clip":
-            raise SnapsightError(
-                f"{spec} is a {kind} CLIP model; probes take open_clip image towers (openclip:<model>, "
-                "local-dir:<folder>, clip:default)"
-            )
-        visual, source, name = bundle.model.visual, info.get("source"), info.get("name") or model_name
-        model_cfg = _openclip_model_cfg(model_name if model_name and model_name.startswith("local-dir:") else name, source)
-    else:  # the zero-shot package is absent: load with open_clip directly
-        import open_clip
-
-        if model_name is None:
-            from ..default_model import default_model_dir
-
-            model_name = f"local-dir:{default_model_dir()}"
-        try:
-            visual = open_clip.create_model(model_name, pretrained=pretrained, device="cpu").visual
-        except Exception as e:  # noqa: BLE001 - download refused offline, bad file, bad tag
-            raise SnapsightError(f"cannot load CLIP model '{spec}': {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-        name, model_cfg = model_name, _openclip_model_cfg(model_name, None)
+    bundle = load_clip(model_name, pretrained, device="cpu")
+    kind, info = bundle.info.get("kind", "open_clip"), bundle.info
+    if kind != "open_clip":
+        raise SnapsightError(
+            f"{spec} is a {kind} CLIP model; probes take open_clip image towers (openclip:<model>, "
+            "local-dir:<folder>, clip:default)"
+        )
+    visual, source, name = bundle.model.visual, info.get("source"), info.get("name") or model_name
+    model_cfg = _openclip_model_cfg(model_name if model_name and model_name.startswith("local-dir:") else name, source)
     if model_cfg is None:
         raise SnapsightError(f"cannot find the open_clip architecture config of '{spec}', so a classifier could not be saved")
+    model_cfg = with_activation_of(model_cfg, visual)
     pp = getattr(visual, "preprocess_cfg", {}) or {}
     size = pp.get("size", getattr(visual, "image_size", 224))
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -241,7 +233,10 @@ class FeatureSet:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("SNAPSIGHT_CACHE", Path.home() / ".cache" / "snapsight")) / "features"
+    """``features`` under :func:`snapsight.runtime.cache_root` (default ``~/.cache/snapsight/features``)."""
+    from ..runtime import cache_root
+
+    return cache_root() / "features"
 
 
 def feature_cache_key(encoder: FeatureEncoder, dataset: LabeledDataset) -> str:

@@ -555,7 +555,7 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, echo: Callable[[str], Non
     check_classes(train, "train")
     class_names = train.class_names
     num_classes = len(class_names)
-    echo(f"data: {len(train)} training images ({cfg.labels_fraction:.0%} of {len(train_full)} labels), "
+    echo(f"data: {len(train)} training images ({100 * cfg.labels_fraction:.3g}% of {len(train_full)} labels), "
          f"{len(val)} val" + (f", {len(test)} test" if test is not None else "") + f"; {num_classes} classes")
     for n in notes:
         echo(f"note: {n}")

@@ -85,7 +85,10 @@ class SimCLRTask(nn.Module):
     def from_config(cls, model_cfg: ModelConfig, augment_cfg: AugmentConfig,
                     export_meta: dict[str, Any] | None = None) -> "SimCLRTask":
         from ..backbones import create_backbone
+        from ..errors import ConfigError
 
+        if model_cfg.proj_layers < 1:
+            raise ConfigError(f"model.proj_layers must be at least 1, got {model_cfg.proj_layers}")
         prep = Preprocessing(image_size=model_cfg.image_size, mean=tuple(model_cfg.mean), std=tuple(model_cfg.std))
         backbone = create_backbone(model_cfg.backbone, image_size=model_cfg.image_size, **model_cfg.backbone_kwargs)
         head = SimCLRProjectionHead(backbone.num_features, model_cfg.proj_hidden_dim, model_cfg.proj_out_dim,

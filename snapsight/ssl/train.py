@@ -407,6 +407,8 @@ def fit(
         max_steps_this_call: stop (checkpoint, no export) after this many steps in this call — for tests.
     """
     out_dir = Path(out_dir)
+    if cfg.batch_size < 1:  # a loader of batch size 0 fails later with a ZeroDivisionError
+        raise SnapsightError(f"train.batch_size must be at least 1, got {cfg.batch_size}")
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     device = setup_device(cfg)

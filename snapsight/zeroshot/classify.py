@@ -286,7 +286,7 @@ class ZeroShotClassifier:
                 parts, label_set.names, lambda: self._embed_labels(label_set, tmpl),
                 cfg=self.config.index, cache_dir=self.config.cache_dir)
             if from_cache:
-                log.info("label index for %d labels loaded from cache", len(label_set))
+                log.debug("label index for %d labels loaded from cache", len(label_set))
             self._indexes[mem_key] = (label_set, index, extra)
             while len(self._indexes) > 4:
                 self._indexes.popitem(last=False)

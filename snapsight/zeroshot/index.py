@@ -33,6 +33,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import ConfigError
+
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # "Successfully loaded faiss" on every CLI run
 import faiss  # noqa: E402
 import torch
@@ -54,7 +56,7 @@ class IndexConfig:
 
 def resolve_kind(num_labels: int, cfg: IndexConfig) -> str:
     if cfg.kind not in ("auto", "flat", "hnsw"):
-        raise ValueError(f"index kind must be auto, flat or hnsw, got {cfg.kind!r}")
+        raise ConfigError(f"index.kind must be auto, flat or hnsw, got {cfg.kind!r}")
     if cfg.kind == "auto":
         return "hnsw" if num_labels >= cfg.hnsw_min_labels else "flat"
     return cfg.kind
@@ -149,9 +151,10 @@ def cache_key(parts: dict[str, Any]) -> str:
 
 
 def default_cache_dir() -> Path:
-    """``$SNAPSIGHT_CACHE/label-index`` (default ``~/.cache/snapsight/label-index``)."""
-    root = os.environ.get("SNAPSIGHT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "snapsight")
-    return Path(root) / "label-index"
+    """``label-index`` under :func:`snapsight.runtime.cache_root` (default ``~/.cache/snapsight/label-index``)."""
+    from ..runtime import cache_root
+
+    return cache_root() / "label-index"
 
 
 def load_or_build_index(

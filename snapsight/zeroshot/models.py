@@ -44,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from ..checkpoint import state_dict_hash
 from ..errors import SnapsightError
 
 log = logging.getLogger(__name__)
@@ -154,14 +155,6 @@ def _fingerprint(paths: list[str | Path], extra: Any = None) -> str:
     return h.hexdigest()
 
 
-def _state_dict_fingerprint(model: nn.Module) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------------------------- open_clip
 
 
@@ -178,18 +171,40 @@ def _open_clip_bundle(model: nn.Module, preprocess: Callable, tokenizer: Callabl
     return LoadedClip(model=model, preprocess=preprocess, tokenizer=tokenizer, info=info)
 
 
+def _relocated(directory: Path) -> Path:
+    """A folder written by ``snapsight align`` names its own absolute path as its text tower; after the folder
+    was moved or copied, point it at where it is now (:func:`snapsight.ssl.align.relocate_clip_dir`, a no-op
+    when already right). Other open_clip folders are left as they are."""
+    from ..ssl.align import ALIGN_META, CLIP_KIND, relocate_clip_dir
+
+    try:
+        kind = json.loads((directory / ALIGN_META).read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return directory
+    if kind != CLIP_KIND:
+        return directory
+    try:
+        return relocate_clip_dir(directory)
+    except OSError as e:
+        raise SnapsightError(
+            f"{directory} was moved and its open_clip_config.json cannot be updated to the new place "
+            f"({e.strerror or e}); copy the folder somewhere writable and pass that"
+        ) from e
+
+
 def _load_open_clip_local_dir(directory: Path, name: str | None = None) -> LoadedClip:
     import open_clip
     from open_clip.factory import _find_checkpoint_in_dir
 
+    directory = _relocated(directory)
     ckpt = _find_checkpoint_in_dir(directory)
     if ckpt is None:
         raise SnapsightError(f"{directory} has open_clip_config.json but no weights file (*.safetensors, *.bin, *.pth)")
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{directory}")
         tokenizer = open_clip.get_tokenizer(f"local-dir:{directory}")
-    except (ValueError, RuntimeError, KeyError, FileNotFoundError) as e:
-        raise SnapsightError(f"cannot load the open_clip folder {directory}: {e}") from e
+    except (ValueError, RuntimeError, KeyError, OSError) as e:  # OSError: its HF text tower cannot be found
+        raise SnapsightError(f"cannot load the open_clip folder {directory}: {str(e).splitlines()[0][:300]}") from e
     info = {"name": name or directory.name, "pretrained": None, "source": str(directory),
             "fingerprint": _fingerprint([ckpt, directory / "open_clip_config.json"])}
     return _open_clip_bundle(model, preprocess, tokenizer, info)
@@ -389,7 +404,7 @@ def _load_hf(source: str, is_dir: bool, cache_dir: str | None) -> LoadedClip:
         "image_size": int(hf_model.config.vision_config.image_size),
         "context_length": adapter.context_length,
         "preprocess": {k: v for k, v in processor.to_dict().items() if not k.startswith("_")},
-        "fingerprint": _fingerprint(weights + [folder / "config.json"]) if weights else _state_dict_fingerprint(hf_model),
+        "fingerprint": _fingerprint(weights + [folder / "config.json"]) if weights else state_dict_hash(hf_model)[:32],
     }
     return LoadedClip(model=adapter, preprocess=preprocess, tokenizer=tokenizer, info=info,
                       preprocess_batch_fn=preprocess_batch)
@@ -452,6 +467,8 @@ def _dispatch(model: str, pretrained: str | None, cache_dir: str | None) -> Load
     if path.is_dir():
         if (path / "open_clip_config.json").is_file():
             return _load_open_clip_local_dir(path)
+        if (path / "model" / "open_clip_config.json").is_file():  # a `snapsight align` run folder
+            return _load_open_clip_local_dir(path / "model")
         if is_hf_clip_dir(path):
             return _load_hf(str(path), is_dir=True, cache_dir=cache_dir)
         raise SnapsightError(

@@ -61,3 +61,29 @@ def test_missing_default_model_is_one_clear_line(capsys):
     assert main(["demo", "--port", str(free_port())]) == 2  # fails while loading, before serving anything
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "build-default-model" in err[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--port", "99999"], "--port must be between"),  # was gradio's OverflowError traceback
+    (["--max-file-size", "huge"], "--max-file-size takes a number"),  # was a ValueError traceback
+])
+def test_bad_serving_flags_are_one_clear_line(capsys, argv, message):
+    from snapsight.cli import main
+
+    assert main(["demo", *argv]) == 2  # refused before any model loads
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+
+
+def test_port_in_use_is_one_clear_line(capsys, tiny_clip_dir):
+    import socket
+
+    from snapsight.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["demo", "--model", f"local-dir:{tiny_clip_dir}", "--port", str(port)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and f"127.0.0.1:{port}" in err[0] and "pick another --port" in err[0]

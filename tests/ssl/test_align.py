@@ -286,3 +286,26 @@ def test_align_cli_end_to_end(tiny_text, tmp_path, capsys):
     assert meta["lock"] == "image" and meta["kind"] == "snapsight-clip"
     assert main(["align", "--image-encoder", "random:small_cnn@16", "--text-encoder", str(tiny_text), "--pairs",
                  str(csv_path), "--out", str(tmp_path / "bad")]) == 2  # no open_clip equivalent: one-line error
+
+
+def test_moved_folder_and_run_dir_load_in_zero_shot_loader(aligned_dir, tmp_path):
+    """A moved aligned folder names its old path as text tower: the zero-shot loader must relocate it
+    (it raised an OSError traceback), and an align run folder (parent of model/) loads as well."""
+    from PIL import Image
+
+    from snapsight.zeroshot import ZeroShotClassifier
+
+    first = tmp_path / "first" / "model"
+    shutil.copytree(aligned_dir, first)
+    relocate_clip_dir(first)
+    moved = tmp_path / "moved"
+    shutil.move(str(first.parent), moved)  # the path in open_clip_config.json no longer exists
+    img = Image.new("RGB", (20, 20), (200, 30, 30))
+    expected = _scores_in_process(aligned_dir)
+    for source in (moved / "model", moved):
+        clf = ZeroShotClassifier.load(model=str(source), device="cpu", precision="fp32")
+        res = clf.classify([img], ["a red square", "a blue circle"], templates="none", top_k=2)[0]
+        by_label = dict(zip(res.labels, res.scores))
+        assert [by_label["a red square"], by_label["a blue circle"]] == pytest.approx(expected, abs=1e-5)
+    cfg = json.loads((moved / "model" / "open_clip_config.json").read_text())
+    assert cfg["model_cfg"]["text_cfg"]["hf_model_name"] == str((moved / "model").resolve())

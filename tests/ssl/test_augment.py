@@ -82,3 +82,12 @@ def test_hsv_round_trip():
 def test_bad_shapes_rejected():
     with pytest.raises(ValueError):
         SimCLRViewTransform(AugmentConfig(), PREP)(torch.zeros(2, 2, 8, 8, dtype=torch.uint8))
+
+
+def test_bad_blur_setting_is_a_config_error():
+    """`--set augment.blur=maybe` printed a ValueError traceback; a ConfigError is one `error:` line."""
+    from snapsight.errors import ConfigError
+    from snapsight.ssl.augment import AugmentConfig
+
+    with pytest.raises(ConfigError, match="augment.blur"):
+        AugmentConfig(blur="maybe").blur_enabled(32)

@@ -66,6 +66,14 @@ def test_config_typo_and_bad_data_are_one_line_errors(image_folder, tmp_path, ca
     assert "no image files" in capsys.readouterr().err
     assert main(["pretrain"]) == 2
     assert "--data" in capsys.readouterr().err
+    # these three printed tracebacks (ZeroDivisionError, ValueError, ValueError)
+    out = str(tmp_path / "run")
+    assert main(["pretrain", "--data", str(image_folder), "--out", out, "--batch-size", "0"]) == 2
+    assert "train.batch_size must be at least 1" in capsys.readouterr().err
+    assert main(["pretrain", "--data", str(image_folder), "--out", out, "--set", "augment.blur=maybe"]) == 2
+    assert "augment.blur must be" in capsys.readouterr().err
+    assert main(["pretrain", "--data", str(image_folder), "--out", out, "--set", "model.proj_layers=0"]) == 2
+    assert "model.proj_layers" in capsys.readouterr().err
 
 
 def test_shipped_configs_load():

@@ -165,3 +165,24 @@ def test_finetune_augmentation_can_be_turned_off(tmp_path):
     assert err == "" and y == ds.labels[0] and torch.equal(x, prep(ds.load(0)))
     x2, *_ = _AugmentedImages(ds, prep, crop_scale_min=0.5, hflip=True)[0]
     assert x2.shape == x.shape
+
+
+def test_clip_tower_arch_keeps_quick_gelu():
+    """Tags trained with QuickGELU (openai) load with force_quick_gelu on a config without it; the saved
+    arch must say so, or the reloaded classifier computes its features with GELU."""
+    from open_clip.model import _build_vision_tower
+
+    from snapsight.ssl.features import _ClipImageTower, build_encoder_module, with_activation_of
+
+    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+           "text_cfg": {"context_length": 8, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1}}
+    torch.manual_seed(0)
+    tower = _ClipImageTower(_build_vision_tower(16, cfg["vision_cfg"], quick_gelu=True), 16).eval()
+    arch_cfg = with_activation_of(cfg, tower.visual)
+    assert arch_cfg["quick_gelu"] is True and "quick_gelu" not in cfg
+    rebuilt = build_encoder_module({"type": "openclip", "model_cfg": arch_cfg}).eval()
+    rebuilt.load_state_dict(tower.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), tower(x))
+    assert with_activation_of(cfg, build_encoder_module({"type": "openclip", "model_cfg": cfg}).visual) is cfg

@@ -71,6 +71,9 @@ def test_labels_file_and_builtin(capsys, image_folder, tiny_open_clip_dir, tmp_p
     (["--labels", "cat", "--top-k", "0"], "top-k"),
     (["--labels", "cat", "--set", "index.kindd=flat"], "kindd"),
     (["--labels", "cat", "--templates", "fancy"], "unknown template set"),
+    (["--labels", "cat", "--set", "index.kind=foo"], "index.kind must be"),  # was a ValueError traceback
+    (["--labels", "cat", "--set", "text_batch_size=0"], "text_batch_size"),  # was a ValueError traceback
+    (["--labels", "cat", "--device", "gpu0"], "unknown device"),  # was torch's RuntimeError traceback
 ])
 def test_user_errors_exit_2_with_one_line(capsys, image_folder, tiny_open_clip_dir, argv, message):
     code, out, err = _run(capsys, ["classify", str(image_folder / "a.png"), "--model", str(tiny_open_clip_dir),
@@ -86,6 +89,10 @@ def test_only_unreadable_images(capsys, image_folder, tiny_open_clip_dir, tmp_pa
     code, _, err = _run(capsys, ["classify", str(tmp_path / "nothing*.png"), "--labels", "cat",
                                  "--model", str(tiny_open_clip_dir), "--no-progress"])
     assert code == 2 and "no file matches" in err
+    code, _, err = _run(capsys, ["classify", str(tmp_path / "missing.png"), "--labels", "cat",
+                                 "--model", str(tiny_open_clip_dir), "--no-progress"])
+    assert code == 2 and "file not found" in err
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("error:")  # one line, no warning before it
 
 
 def test_probe_classifier_folder(capsys, image_folder, tmp_path, monkeypatch):

@@ -112,3 +112,12 @@ def test_hnsw_index_round_trips_through_cache(tmp_path):
     index, hit, _ = load_or_build_index(parts, list("abcdefgh"), lambda: _unit(8, 4, 0), cfg=cfg, cache_dir=tmp_path)
     assert hit and isinstance(index, LabelIndex) and index.kind == "hnsw"
     assert index.faiss_index.hnsw.efSearch == 77
+
+
+def test_unknown_index_kind_is_a_config_error():
+    """`--set index.kind=foo` printed a ValueError traceback; a ConfigError is one `error:` line."""
+    from snapsight.errors import ConfigError
+    from snapsight.zeroshot.index import IndexConfig, resolve_kind
+
+    with pytest.raises(ConfigError, match="index.kind"):
+        resolve_kind(10, IndexConfig(kind="foo"))
