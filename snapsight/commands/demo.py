@@ -31,6 +31,11 @@ def _check_args(args: argparse.Namespace) -> None:
 
     if not 1 <= args.port <= 65535:
         raise SnapsightError(f"--port must be between 1 and 65535, got {args.port}")
+    for flag in ("max_batch_size", "queue_size"):
+        if getattr(args, flag) < 1:
+            raise SnapsightError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise SnapsightError(f"--max-pixels must be at least 1, got {args.max_pixels}")
     if not re.fullmatch(r"\s*\d+\s*(b|kb|mb|gb|tb)\s*", str(args.max_file_size), flags=re.IGNORECASE):
         raise SnapsightError(f"--max-file-size takes a number and a unit (b, kb, mb, gb, tb), e.g. 10mb; "
                              f"got '{args.max_file_size}'")

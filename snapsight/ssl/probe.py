@@ -490,6 +490,19 @@ def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], where: Path)
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _check_settings(cfg: ProbeConfig) -> None:
+    """Values that would otherwise fail deep inside (or, for k=0, train a classifier that always says class 0)."""
+    if not cfg.knn.ks or min(cfg.knn.ks) < 1:
+        raise SnapsightError(f"knn.ks must list neighbour counts of at least 1, got {cfg.knn.ks}")
+    if not cfg.linear.weight_decays:
+        raise SnapsightError("linear.weight_decays must list at least one value")
+    for key, value in (("batch_size", cfg.batch_size), ("finetune.batch_size", cfg.finetune.batch_size)):
+        if value < 1:
+            raise SnapsightError(f"{key} must be at least 1, got {value}")
+    if not 0 < cfg.val_split < 1:
+        raise SnapsightError(f"val_split must be between 0 and 1, got {cfg.val_split}")
+
+
 def _report_skipped(role: str, skipped: Sequence[tuple[str, str]], echo: Callable[[str], None]) -> None:
     if skipped:
         echo(f"warning: skipped {len(skipped)} unreadable {role} image(s):")
@@ -519,6 +532,7 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, echo: Callable[[str], Non
     for key in ("encoder", "train"):
         if not getattr(cfg, key):
             raise SnapsightError(f"--{key} is required (or set '{key}:' in the config)")
+    _check_settings(cfg)
     t_start = time.time()
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)

@@ -66,6 +66,7 @@ def test_missing_default_model_is_one_clear_line(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--port", "99999"], "--port must be between"),  # was gradio's OverflowError traceback
     (["--max-file-size", "huge"], "--max-file-size takes a number"),  # was a ValueError traceback
+    (["--max-batch-size", "0"], "--max-batch-size must be at least 1"),  # was the batcher's ValueError
 ])
 def test_bad_serving_flags_are_one_clear_line(capsys, argv, message):
     from snapsight.cli import main

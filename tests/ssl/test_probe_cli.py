@@ -70,6 +70,11 @@ def test_probe_cli_bad_inputs(tmp_path, data, capsys):
     assert "--encoder is required" in capsys.readouterr().err
     assert _probe(tmp_path, train, val, "--set", "linear.max_itr=3") == 2
     assert "Did you mean 'max_iter'" in capsys.readouterr().err
+    # k=0 trained a classifier that always answered class 0 (exit 0); batch_size=0 failed in the loader
+    assert _probe(tmp_path, train, val, "--mode", "knn", "--set", "knn.ks=[0]") == 2
+    assert "knn.ks must list" in capsys.readouterr().err
+    assert _probe(tmp_path, train, val, "--set", "batch_size=0") == 2
+    assert "batch_size must be at least 1" in capsys.readouterr().err
 
 
 def test_probe_with_clip_image_tower(tmp_path, data):
