@@ -361,7 +361,7 @@ class ZeroShotClassifier:
         if top_k < 1:
             raise SnapsightError(f"top_k must be at least 1, got {top_k}")
         k = min(top_k, index.num_labels)
-        names = label_set.names
+        labels = label_set.labels
         if len(image_emb) == 0:
             return []
         if index.kind == "hnsw":
@@ -394,7 +394,7 @@ class ZeroShotClassifier:
                 none = not any(present)
             else:
                 none = threshold is not None and s[0] < threshold
-            results.append(ZeroShotResult(labels=[names[i] for i in label_ids], probs=p, scores=s,
+            results.append(ZeroShotResult(labels=[labels[i].name for i in label_ids], probs=p, scores=s,
                                           none_of_these=none, multi_label=bool(multi_label), present=present))
         return results
 
