@@ -537,10 +537,9 @@ def text_embeddings(model: nn.Module, tokenizer: Any, labels: Sequence[Sequence[
     feats = []
     for i in range(0, len(prompts), batch_size):
         feats.append(F.normalize(model.encode_text(tokenizer(prompts[i:i + batch_size]).to(device)).float(), dim=-1))
-    feats = torch.cat(feats)
-    owner_t = torch.tensor(owner, device=feats.device)
-    out = torch.zeros(len(labels), feats.shape[1], device=feats.device).index_add_(0, owner_t, feats)
-    return F.normalize(out, dim=-1)
+    from ..zeroshot.prompts import mean_prompt_embeddings
+
+    return mean_prompt_embeddings(torch.cat(feats), owner, len(labels))
 
 
 @torch.no_grad()

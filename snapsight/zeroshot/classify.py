@@ -30,7 +30,7 @@ from ..errors import SnapsightError
 from ..runtime import resolve_device
 from .index import IndexConfig, LabelIndex, cache_key, load_or_build_index
 from .models import LoadedClip, encode_text_trimmed, load_clip, token_lengths
-from .prompts import LabelSet, load_label_set, resolve_templates
+from .prompts import LabelSet, load_label_set, mean_prompt_embeddings, resolve_templates
 
 log = logging.getLogger(__name__)
 
@@ -126,15 +126,9 @@ def multi_label_probs(scores: torch.Tensor, null_scores: torch.Tensor, logit_sca
 
 
 def label_embeddings_from_prompts(prompt_emb: torch.Tensor, owners: Sequence[int], num_labels: int) -> np.ndarray:
-    """``(num_labels, dim)`` float32: each label's normalised mean over its normalised prompt embeddings.
-
-    Same as open_clip's ``build_zero_shot_classifier`` (transposed), for labels with any number of
-    prompts. ``prompt_emb``: ``(num_prompts, dim)`` normalised; ``owners[i]``: label of prompt ``i``.
-    """
-    owner = torch.as_tensor(list(owners), dtype=torch.long)
-    sums = torch.zeros(num_labels, prompt_emb.shape[1], dtype=torch.float32)
-    sums.index_add_(0, owner, prompt_emb.float())
-    return torch.nn.functional.normalize(sums, dim=-1).numpy()  # mean and sum have the same direction
+    """``(num_labels, dim)`` float32 numpy: :func:`~snapsight.zeroshot.prompts.mean_prompt_embeddings`, the
+    array the label index is built from."""
+    return mean_prompt_embeddings(prompt_emb.cpu(), owners, num_labels).numpy()
 
 
 def _short(text: str, n: int = 30) -> str:

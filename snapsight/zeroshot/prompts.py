@@ -27,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import torch
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
 from ..errors import SnapsightError
@@ -312,3 +313,16 @@ def parse_labels(text: str) -> tuple[list[str], list[str]]:
     """
     label_set = load_label_set(text)
     return label_set.names, label_set.notes
+
+
+def mean_prompt_embeddings(prompt_emb: torch.Tensor, owners: Sequence[int], num_labels: int) -> torch.Tensor:
+    """``(num_labels, dim)``: each label's normalised mean over its prompts' normalised embeddings.
+
+    Prompt ensembling as open_clip's ``build_zero_shot_classifier`` (Radford et al. 2021, sec. 3.1.4), for
+    labels with any number of prompts. ``prompt_emb``: ``(num_prompts, dim)``, normalised;
+    ``owners[i]``: the label of prompt ``i``. Stays on ``prompt_emb``'s device, float32.
+    """
+    owner = torch.as_tensor(list(owners), dtype=torch.long, device=prompt_emb.device)
+    sums = torch.zeros(num_labels, prompt_emb.shape[1], dtype=torch.float32, device=prompt_emb.device)
+    sums.index_add_(0, owner, prompt_emb.float())
+    return torch.nn.functional.normalize(sums, dim=-1)  # mean and sum have the same direction
