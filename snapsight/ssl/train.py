@@ -638,6 +638,11 @@ def fit(
                 elif cfg.checkpoint_minutes and time.perf_counter() - last_save >= cfg.checkpoint_minutes * 60:
                     save()
             else:
+                if not got_batch and batch_in_epoch:
+                    # Resumed exactly at the end of an epoch (older checkpoints): nothing left to skip into.
+                    epoch += 1
+                    batch_in_epoch = 0
+                    continue
                 if not got_batch:
                     raise SnapsightError("the data yielded no batches in an epoch (empty source, or fewer images "
                                          "than one batch with drop_last)")
@@ -649,8 +654,9 @@ def fit(
                 if not cfg.checkpoint_every:
                     save()
                 continue
-            # Left the batch loop early (done, budget, signal): a mid-epoch stop keeps batch_in_epoch.
-            if step >= total_steps and steps_per_epoch and batch_in_epoch >= steps_per_epoch:
+            # Left the batch loop early (done, budget, signal): a mid-epoch stop keeps batch_in_epoch; a stop
+            # on an epoch's last batch starts the next epoch on resume instead of skipping into an empty one.
+            if hasattr(data, "__len__") and batch_in_epoch >= len(data) > 0:
                 epoch += 1
                 batch_in_epoch = 0
 

@@ -22,25 +22,27 @@ def _weights(run):
     return load_weights(latest_checkpoint(run) / "model.safetensors")
 
 
-def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop_at,epoch_after", [(5, 1), (6, 2)], ids=["mid-epoch", "last-batch-of-epoch"])
+def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch, stop_at, epoch_after):
     src = tiny_source(24)  # 3 steps per epoch, 9 in all
     torch.manual_seed(123)
     full = fit(tiny_task(), src.loader(8, seed=5), _cfg(), tmp_path / "full")
 
-    # Second run: a real SIGTERM arrives during step 5 (mid-epoch); the loop saves and returns.
+    # Second run: a real SIGTERM arrives during step 5 (mid-epoch) or step 6 (an epoch's last batch, where a resume
+    # must start the next epoch rather than skip into an empty one); the loop saves and returns.
     original = train_mod._StepModule.forward
     calls = {"n": 0}
 
     def forward_with_signal(self, batch):
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == stop_at:
             os.kill(os.getpid(), signal.SIGTERM)
         return original(self, batch)
 
     monkeypatch.setattr(train_mod._StepModule, "forward", forward_with_signal)
     torch.manual_seed(123)
     stopped = fit(tiny_task(), src.loader(8, seed=5), _cfg(), tmp_path / "run")
-    assert stopped.interrupted and stopped.step == 5 and stopped.epoch == 1
+    assert stopped.interrupted and stopped.step == stop_at and stopped.epoch == epoch_after
     assert (tmp_path / "run" / "encoder" / "config.json").is_file()  # an interrupted run still exports
     monkeypatch.setattr(train_mod._StepModule, "forward", original)
 

@@ -1,5 +1,4 @@
 import io
-import time
 
 import numpy as np
 import pytest
@@ -143,16 +142,22 @@ def test_label_index_cache_reused_and_invalidated(tiny_open_clip_dir, tmp_path, 
 
 
 def test_second_run_with_many_labels_starts_fast(tiny_open_clip_dir, tmp_path, images):
+    """The second process-like run with 2,000 labels encodes no text: the index comes from the disk cache.
+
+    (What that saves in seconds is measured in benchmarks/zeroshot_vs_hf.py, not asserted here.)
+    """
     labels = [f"thing {i}" for i in range(2_000)]
     cache = tmp_path / "cache"
-    t0 = time.perf_counter()
-    _load(tiny_open_clip_dir, cache_dir=str(cache)).classify(images[:1], labels, templates="none")
-    cold = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    [r] = _load(tiny_open_clip_dir, cache_dir=str(cache)).classify(images[:1], labels, templates="none")
-    warm = time.perf_counter() - t0
-    print(f"2,000 labels, tiny model: cold {cold:.2f}s, warm (cached index) {warm:.2f}s")
-    assert warm < cold and len(r.labels) == 5
+    [cold] = _load(tiny_open_clip_dir, cache_dir=str(cache)).classify(images[:1], labels, templates="none")
+    warm_clf = _load(tiny_open_clip_dir, cache_dir=str(cache))
+    encoded = []
+    original = warm_clf.encode_tokens
+    warm_clf.encode_tokens = lambda tokens, batch_size=None: encoded.append(len(tokens)) or original(tokens,
+                                                                                                      batch_size)
+    [warm] = warm_clf.classify(images[:1], labels, templates="none")
+    assert encoded == []  # no text encoding at all
+    assert warm.labels == cold.labels and len(warm.labels) == 5
+    np.testing.assert_allclose(warm.probs, cold.probs, atol=1e-6)
 
 
 def test_bad_labels(tiny_open_clip_dir, images):
