@@ -100,17 +100,40 @@ def _load_config(args: argparse.Namespace):
     return load_config(ZeroShotConfig, args.config, overrides=overrides)
 
 
-def _probe_classifier(model: str | None, device: str):
-    """A probe classifier folder (contract 2), or None when ``model`` is not one."""
+def _is_probe_classifier(model: str | None) -> bool:
+    """True when ``model`` is a probe classifier folder (contract 2)."""
     if not model or not Path(model).is_dir():
-        return None
+        return False
     try:
-        from ..ssl.probe import is_classifier_dir, load_classifier
+        from ..ssl.probe import is_classifier_dir
     except ImportError:
-        return None
-    if not is_classifier_dir(model):
-        return None
-    return load_classifier(model, device=device)
+        return False
+    return bool(is_classifier_dir(model))
+
+
+# Zero-shot settings that mean nothing to a trained classifier: (flag, config key or None).
+_ZERO_SHOT_ONLY = (("--labels", None), ("--labels-file", None), ("--pretrained", None), ("--templates", "templates"),
+                   ("--threshold", "threshold"), ("--multi-label", "multi_label"),
+                   (None, "multi_label_min_prob"))
+
+
+def _refuse_zero_shot_options(args: argparse.Namespace, cfg: Any) -> None:
+    """A probe classifier has its own classes, a softmax over them and no text side: refuse the zero-shot
+    options (set by flag, --set or --config) instead of silently ignoring them."""
+    from ..zeroshot.classify import ZeroShotConfig
+
+    default = ZeroShotConfig()
+    given = []
+    for flag, key in _ZERO_SHOT_ONLY:
+        dest = flag[2:].replace("-", "_") if flag else None
+        if (dest and getattr(args, dest, None) not in (None, False)) or \
+                (key and getattr(cfg, key) != getattr(default, key)):
+            given.append(flag or key)
+    if given:
+        raise SnapsightError(
+            f"--model {args.model} is a trained classifier with its own classes, so {', '.join(given)} "
+            f"{'does' if len(given) == 1 else 'do'} not apply (they are for zero-shot CLIP models); drop "
+            f"{'it' if len(given) == 1 else 'them'}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,16 +146,18 @@ def run(args: argparse.Namespace) -> int:
         raise SnapsightError(f"--batch-size must be at least 1, got {cfg.batch_size}")
     if cfg.text_batch_size < 1:  # range(0, n, 0) raised a ValueError traceback
         raise SnapsightError(f"text_batch_size must be at least 1, got {cfg.text_batch_size}")
+    if _is_probe_classifier(args.model):  # before any image is looked at or the classifier is loaded
+        _refuse_zero_shot_options(args, cfg)
     paths, problems = collect_images(args.images)
     if not paths:  # the error line names the problems; no warnings repeating them first
         raise SnapsightError("no images to classify: " + "; ".join(problems) if problems else "no images given")
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
 
-    probe = _probe_classifier(args.model, args.device)
-    if probe is not None:
-        if args.labels or args.labels_file:
-            print("note: --model is a trained classifier; --labels/--labels-file are ignored", file=sys.stderr)
+    if _is_probe_classifier(args.model):
+        from ..ssl.probe import load_classifier
+
+        probe = load_classifier(args.model, device=args.device)
         predict = lambda imgs: _probe_results(probe, imgs, cfg.top_k)  # noqa: E731
     else:
         from ..zeroshot.classify import ZeroShotClassifier

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 HELP = "self-supervised SimCLR pretraining on a folder of unlabeled images (or a dataset) -> image encoder"
 
@@ -57,6 +59,40 @@ def default_config(kind: str, image_size: int | None, on_cuda: bool) -> dict[str
     return {"model": model, "train": train, "augment": augment}
 
 
+@contextmanager
+def _undo_failed_start(out: Path, enabled: bool = True) -> Iterator[None]:
+    """On an exception before training made progress (no new checkpoint, no metrics logged), put ``out``
+    back as it was: remove it if this call created it, else remove only the entries this call added and
+    restore ``config.yaml``. A failure after progress keeps everything (the metrics explain it)."""
+    from ..ssl.train import latest_checkpoint
+
+    existed = out.is_dir()
+    before = {p.name for p in out.iterdir()} if existed else set()
+    config = out / "config.yaml"
+    old_config = config.read_bytes() if config.is_file() else None
+    old_ckpt = latest_checkpoint(out) if existed else None
+    try:
+        yield
+    except BaseException:
+        metrics = out / "metrics.jsonl"
+        progressed = latest_checkpoint(out) != old_ckpt or (
+            "metrics.jsonl" not in before and metrics.is_file() and metrics.stat().st_size > 0)
+        if enabled and not progressed:
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)
+            elif out.is_dir():
+                for p in out.iterdir():
+                    if p.name in before:
+                        continue
+                    if p.is_dir():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
+                if old_config is not None:
+                    config.write_bytes(old_config)
+        raise
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -89,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     rank, world = du.get_rank(), du.get_world_size()
     main = rank == 0
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise SnapsightError(f"--out {out} is a file; pass a folder for the run")
     workers = default_num_workers() if cfg.data.num_workers < 0 else cfg.data.num_workers
     source = open_source(cfg.data.source, kind=kind, split=cfg.data.split,
                          load_size=cfg.data.load_size or cfg.model.image_size, streaming=cfg.data.streaming,
@@ -104,9 +142,6 @@ def run(args: argparse.Namespace) -> int:
                                  f"{new} (two per process)")
         log.warning("batch size %d > %d images: using %d", cfg.train.batch_size, source.num_images, new)
         cfg.train.batch_size = new
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
 
     knn = None
     if cfg.data.knn not in (False, "off") and source.has_labels:
@@ -126,7 +161,13 @@ def run(args: argparse.Namespace) -> int:
                            num_workers=workers)
     from ..config import to_dict
 
-    result = fit(task, loader, cfg.train, out, knn=knn, resume=args.resume, run_meta=to_dict(cfg))
+    # OUT is touched only now that the data, model and loader exist, and a start that still fails (inside
+    # fit: resume problems, a first step that cannot run) is undone, so no half-made run is left behind.
+    with _undo_failed_start(out, enabled=main):
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, out / "config.yaml")
+        result = fit(task, loader, cfg.train, out, knn=knn, resume=args.resume, run_meta=to_dict(cfg))
     if len(source.skipped) and main:
         log.warning("%s", source.skipped.summary())
     du.cleanup_distributed()

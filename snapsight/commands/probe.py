@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "train a classifier on a pretrained encoder (linear probe, kNN or fine-tune) and report per-class results"
 
@@ -25,6 +26,92 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def check_encoder_spec(spec: str) -> None:
+    """Fail fast, with one sentence, on an ``--encoder`` that cannot load: an unknown backbone, CLIP model or
+    pretrained tag, or a path that is not an encoder. Reads at most small JSON files (no weights, no data),
+    so a typo is reported before the labeled data is loaded and decoded."""
+    from ..errors import SnapsightError
+
+    text = str(spec)
+    if text.startswith("random:"):
+        from ..backbones import list_backbones
+
+        name, _, size = text[len("random:"):].partition("@")
+        if size and not (size.isdigit() and int(size) > 0):
+            raise SnapsightError(f"--encoder {text}: the image size after '@' must be a positive integer")
+        if name.startswith("timm:"):
+            import timm
+
+            if name[len("timm:"):] not in timm.list_models():
+                raise SnapsightError(f"--encoder {text}: unknown timm model '{name[len('timm:'):]}' "
+                                     "(see timm.list_models())")
+        elif name not in list_backbones():
+            raise SnapsightError(f"--encoder {text}: unknown backbone '{name}'; known: {', '.join(list_backbones())}")
+        return
+    if text.startswith("clip:"):
+        if text != "clip:default":
+            raise SnapsightError(f"unknown CLIP encoder '{text}'; use clip:default, openclip:<model>[:<pretrained>] "
+                                 "or local-dir:<folder>")
+        from ..default_model import default_model_dir
+
+        default_model_dir()  # raises with how to build the weights when they are missing
+        return
+    if text.startswith("local-dir:"):
+        folder = Path(text[len("local-dir:"):]).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise SnapsightError(f"--encoder {text}: {folder} is not an open_clip folder (open_clip_config.json "
+                                 "missing)")
+        return
+    if text.startswith("openclip:"):
+        _check_openclip_spec(text)
+        return
+    path = Path(text).expanduser()
+    if any((folder / "open_clip_config.json").is_file() for folder in (path, path / "model")):
+        return  # an open_clip folder or a `snapsight align` run
+    if path.is_dir() and (path / "classifier.json").is_file():
+        raise SnapsightError(f"{path} is a trained classifier (snapsight probe output), not an encoder; use it "
+                             "with `snapsight classify --model`, or pass the encoder it was trained from")
+    if path.is_file():
+        raise SnapsightError(f"{path} is a file; --encoder takes a `snapsight pretrain` run directory or an "
+                             "encoder folder (holding config.json and model.safetensors), not a bare weights file")
+    if not path.exists():
+        raise SnapsightError(f"encoder not found: {path} (pass a `snapsight pretrain` run directory, its encoder/ "
+                             "folder, random:<backbone>@<size>, or openclip:<model>)")
+    from ..checkpoint import find_encoder_dir
+
+    find_encoder_dir(path)  # one sentence when the folder holds no snapsight encoder
+
+
+def _check_openclip_spec(text: str) -> None:
+    """``openclip:NAME[:PRETRAINED]``: a known open_clip model and, when given, a known tag or an existing file."""
+    import open_clip
+    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+
+    from ..errors import SnapsightError
+
+    name, _, pretrained = text[len("openclip:"):].partition(":")
+    if not name:
+        raise SnapsightError("openclip: needs a model name, e.g. openclip:ViT-B-32:laion2b_s34b_b79k")
+    if Path(name).expanduser().exists():
+        return  # a config file or folder: resolved by the loader
+    if name.replace("/", "-") not in open_clip.list_models() and name.count("/") == 1 \
+            and not name.startswith((".", "/", "~")):
+        return  # a Hugging Face Hub id: only the loader can tell whether it is available
+    name = name.replace("/", "-")
+    if name not in open_clip.list_models():
+        raise SnapsightError(f"--encoder {text}: '{name}' is not an open_clip model name; see "
+                             "`python -c \"import open_clip; print(open_clip.list_models())\"`")
+    if not pretrained:
+        tags = list_pretrained_tags_by_model(name)
+        raise SnapsightError(f"--encoder {text}: open_clip model '{name}' needs weights: "
+                             f"openclip:{name}:<tag> ({', '.join(tags[:6]) or 'no tag known'}) or a weights file")
+    if not Path(pretrained).expanduser().is_file() and not get_pretrained_cfg(name, pretrained):
+        tags = list_pretrained_tags_by_model(name)
+        known = ", ".join(tags[:8]) + (", ..." if len(tags) > 8 else "") if tags else "none known"
+        raise SnapsightError(f"--encoder {text}: '{pretrained}' is neither a pretrained tag of {name} ({known}) "
+                             "nor a file")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..ssl.probe import ProbeConfig, run_probe
@@ -36,5 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_cache:
         overrides.append(("use_cache", False))
     cfg = load_config(ProbeConfig, args.config, overrides=overrides + list(args.overrides))
+    if cfg.encoder:  # before run_probe loads the data (a missing --encoder is reported there)
+        check_encoder_spec(cfg.encoder)
     run_probe(cfg, progress=not args.quiet)
     return 0

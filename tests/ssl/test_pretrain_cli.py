@@ -76,6 +76,38 @@ def test_config_typo_and_bad_data_are_one_line_errors(image_folder, tmp_path, ca
     assert "model.proj_layers" in capsys.readouterr().err
 
 
+def test_failed_start_leaves_out_as_it_was(image_folder, tmp_path, capsys):
+    """A run that fails at start-up wrote OUT/config.yaml first: a directory that looked like a run, and after
+    a failed --resume a saved recipe that broke every later --resume."""
+    out = tmp_path / "run"
+    common = ["pretrain", "--data", str(image_folder), "--out", str(out), *TINY, "--set", "data.knn=off"]
+    (tmp_path / "empty").mkdir()
+    for bad in (["--backbone", "resnet_nope"], ["--set", "model.proj_layers=0"], ["--set", "augment.blur=maybe"],
+                ["--batch-size", "0"], ["--data", str(tmp_path / "empty")]):
+        assert main([*common, *bad]) == 2, bad
+        assert "error:" in capsys.readouterr().err
+        assert not out.exists(), bad
+    out.mkdir()  # a folder the user made keeps exactly what it held
+    (out / "notes.txt").write_text("mine")
+    assert main([*common, "--backbone", "resnet_nope"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    # the correct command then just works, without --resume
+    assert main([*common, "--epochs", "3", "--max-steps", "2"]) == 0
+    assert (out / "encoder" / "config.json").is_file()
+    saved = (out / "config.yaml").read_text()
+    # a --resume that fails at start-up leaves the saved recipe (and the rest) untouched ...
+    names = sorted(p.name for p in out.iterdir())
+    assert main(["pretrain", "--out", str(out), "--resume", "--max-steps", "4", "--set", "model.proj_layers=0"]) == 2
+    assert (out / "config.yaml").read_text() == saved and sorted(p.name for p in out.iterdir()) == names
+    # ... so the plain --resume still continues the run
+    assert main(["pretrain", "--out", str(out), "--resume", "--max-steps", "4"]) == 0
+    assert json.loads((out / "train_state.json").read_text())["step"] == 4
+    capsys.readouterr()
+    (tmp_path / "a-file").write_text("x")  # was a FileExistsError traceback
+    assert main([*common, "--out", str(tmp_path / "a-file")]) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "a-file").read_text() == "x"
+
+
 def test_shipped_configs_load():
     from snapsight.config import load_config
     from snapsight.ssl.simclr import PretrainConfig

@@ -77,6 +77,36 @@ def test_probe_cli_bad_inputs(tmp_path, data, capsys):
     assert "batch_size must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("encoder,message", [
+    ("random:smal_cnn@12", "unknown backbone 'smal_cnn'"),
+    ("random:small_cnn@twelve", "must be a positive integer"),
+    ("random:timm:resnet1t@12", "unknown timm model 'resnet1t'"),
+    ("openclip:ViT-B-3:openai", "not an open_clip model name"),
+    ("openclip:ViT-B-32:laion2b_typo", "neither a pretrained tag of ViT-B-32"),
+    ("local-dir:{tmp}/nowhere", "not an open_clip folder"),
+    ("clip:defualt", "unknown CLIP encoder"),
+    ("{tmp}/runs/pretrian", "encoder not found"),
+    ("{tmp}/classifier", "is a trained classifier"),
+])
+def test_bad_encoder_is_refused_before_the_data_loads(tmp_path, data, monkeypatch, capsys, encoder, message):
+    """A typo in --encoder cost the whole data loading (and decoding) first."""
+    import snapsight.data.labeled as labeled
+
+    (tmp_path / "classifier").mkdir()
+    (tmp_path / "classifier" / "classifier.json").write_text("{}")
+    train, val = data
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the data was loaded before --encoder was checked")
+
+    monkeypatch.setattr(labeled, "load_labeled", no_loading)
+    code = main(["probe", "--encoder", encoder.format(tmp=tmp_path), "--train", str(train), "--val", str(val),
+                 "--out", str(tmp_path / "out"), "--quiet", "--no-cache"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_probe_with_clip_image_tower(tmp_path, data):
     open_clip = pytest.importorskip("open_clip")
     from safetensors.torch import save_file

@@ -115,3 +115,55 @@ def test_probe_classifier_folder(capsys, image_folder, tmp_path, monkeypatch):
     assert code == 0
     [item] = json.loads(out)
     assert item["labels"] == ["shoe", "shirt"] and item["probs"] == [0.75, 0.25] and item["scores"] == []
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--threshold", "0.3"], "--threshold"),
+    (["--multi-label"], "--multi-label"),
+    (["--labels", "cat, dog"], "--labels"),
+    (["--labels-file", "labels.txt"], "--labels-file"),
+    (["--templates", "clip80"], "--templates"),
+    (["--pretrained", "openai"], "--pretrained"),
+    (["--set", "multi_label_min_prob=0.2"], "multi_label_min_prob"),
+    (["--set", "threshold=0.25", "--multi-label"], "--threshold, --multi-label"),
+])
+def test_probe_classifier_refuses_zero_shot_options(capsys, image_folder, tmp_path, monkeypatch, argv, named):
+    """--threshold, --multi-label, --labels, --templates were silently ignored with a trained classifier."""
+    clf_dir = tmp_path / "probe-run"
+    clf_dir.mkdir()
+    fake = types.ModuleType("snapsight.ssl.probe")
+    fake.is_classifier_dir = lambda path: str(path) == str(clf_dir)
+
+    def load_classifier(path, device="auto"):
+        raise AssertionError("the classifier was loaded before the options were checked")
+
+    fake.load_classifier = load_classifier
+    monkeypatch.setitem(sys.modules, "snapsight.ssl.probe", fake)
+    code, out, err = _run(capsys, ["classify", str(image_folder / "a.png"), "--model", str(clf_dir),
+                                   "--no-progress", *argv])
+    assert code == 2 and out == ""
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert "is a trained classifier" in err and f"so {named} do" in err
+
+
+def test_real_probe_classifier_folder(capsys, image_folder, tmp_path):
+    """A classifier written by the probe's own save_classifier (not a stand-in) classifies; the ordinary
+    options (--top-k, --format, --batch-size) still apply."""
+    from snapsight.backbones import create_backbone
+    from snapsight.preprocessing import Preprocessing
+    from snapsight.ssl.probe import LinearProbe, save_classifier
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    encoder = create_backbone("small_cnn", image_size=12, widths=[4, 8])
+    arch = {"type": "snapsight", "backbone": "small_cnn", "backbone_kwargs": {"widths": [4, 8]},
+            "num_features": encoder.num_features, "image_size": 12}
+    save_classifier(tmp_path / "clf", encoder, arch, LinearProbe(encoder.num_features, 3), ["ant", "bee", "cow"],
+                    Preprocessing(image_size=12, mean=(0.5,) * 3, std=(0.5,) * 3), "linear")
+    code, out, _ = _run(capsys, ["classify", str(image_folder), "--model", str(tmp_path / "clf"), "--top-k", "2",
+                                 "--format", "json", "--batch-size", "1", "--no-progress", "--device", "cpu"])
+    assert code == 0
+    items = json.loads(out)
+    assert len(items) == 2 and all(len(i["labels"]) == 2 and set(i["labels"]) <= {"ant", "bee", "cow"}
+                                   for i in items)
+    assert all(i["probs"][0] >= i["probs"][1] and i["none_of_these"] is False for i in items)
