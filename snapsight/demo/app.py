@@ -29,6 +29,11 @@ from pathlib import Path
 from typing import Any, Hashable
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from a local demo
+# After every event Gradio's queue rebuilds a pandas DataFrame of the last (up to 10,000) events for its
+# /monitoring summary (gradio/queueing.py, Queue.compute_analytics_summary): ~1-4 ms of server CPU per
+# request, growing with uptime. We serve with monitoring off, so refresh that summary only every 1000 events.
+# Read when the queue is created (Blocks.queue), so it must be set before build().
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
 import gradio as gr  # noqa: E402
 
@@ -430,6 +435,7 @@ class DemoApp:
         _, url, _ = demo.launch(
             server_name=cfg.host, server_port=cfg.port, share=cfg.share, max_file_size=cfg.max_file_size,
             allowed_paths=allowed, prevent_thread_lock=not block, quiet=quiet, ssr_mode=False,
+            enable_monitoring=False,  # no /monitoring routes (by default /monitoring/summary is open to anyone)
             max_threads=max(40, cfg.classify_concurrency + 16), show_error=False, inbrowser=False,
         )
         return demo, url

@@ -197,3 +197,27 @@ def test_label_synonyms_reach_the_model(client, demo_server, tmp_path):
     assert set(got) == {"cat", "dog", "pizza"}
     np.testing.assert_allclose([got[l] for l in ref.labels], ref.probs, atol=1e-5)
     assert not np.allclose(sorted(ref.probs), sorted(plain.probs), atol=1e-6)  # synonyms changed the answer
+
+
+def test_requests_do_not_rebuild_gradio_analytics(client, monkeypatch, tmp_path):
+    """Gradio's queue rebuilt a pandas DataFrame of every past event after each request (for /monitoring);
+    the demo turns that off, so the per-request server cost does not grow with uptime."""
+    from gradio.queueing import Queue
+    from gradio_client import handle_file
+
+    built = []
+    original = Queue._get_df
+    monkeypatch.setattr(Queue, "_get_df", staticmethod(lambda records: built.append(len(records)) or original(records)))
+    path = handle_file(str(write_photo(tmp_path / "a.png")))
+    for _ in range(3):
+        assert client.predict(path, "cat, dog", api_name="/classify")["confidences"]
+    assert built == []
+
+
+def test_monitoring_routes_are_off(demo_server):
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(demo_server[0].rstrip("/") + "/monitoring/summary", timeout=10)
+    assert info.value.code == 403
