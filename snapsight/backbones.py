@@ -54,26 +54,47 @@ def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class SmallCNN(nn.Module):
-    """Four stages of two 3x3 conv-BN-ReLU layers; stages 2-4 halve the resolution. ``(B,3,H,W) -> (B,C)``."""
+    """Four stages of two 3x3 conv-BN-ReLU layers; stages 2-4 halve the resolution. ``(B,3,H,W) -> (B,D)``.
 
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)):
+    The representation is average-pooled over a ``pool`` x ``pool`` grid of the last ``stages`` stages' maps,
+    concatenated. The defaults (``pool=1, stages=1``) are global average pooling of the last stage (``C``
+    features). ``pool=2`` keeps the four quadrants apart and ``stages=2`` adds the stage before the last, the
+    multi-level readout DINO uses for its linear evaluation (concatenated last blocks): a narrow network gets a
+    richer representation at no extra convolution cost. For widths 16-32-64-128, ``pool=2, stages=2`` gives
+    ``4 * (64 + 128) = 768`` features.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), pool: int = 1, stages: int = 1):
         super().__init__()
+        if pool < 1 or not 1 <= stages <= len(widths):
+            raise ValueError(f"small_cnn needs pool >= 1 and 1 <= stages <= {len(widths)}, got pool={pool}, "
+                             f"stages={stages}")
         layers: list[nn.Module] = []
         cin = 3
         for i, w in enumerate(widths):
             layers += [_conv_bn_relu(cin, w, stride=1 if i == 0 else 2), _conv_bn_relu(w, w)]
             cin = w
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.num_features = cin
+        self.pool = nn.AdaptiveAvgPool2d(pool)
+        self.stages = stages
+        self.num_features = sum(widths[-stages:]) * pool * pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.features(x)).flatten(1)
+        if self.stages == 1:
+            return self.pool(self.features(x)).flatten(1)
+        taps = {len(self.features) - 1 - 2 * k for k in range(self.stages)}  # last layer of each read stage
+        out = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in taps:
+                out.append(self.pool(x).flatten(1))
+        return torch.cat(out, dim=1)
 
 
 @register_backbone("small_cnn")
-def small_cnn(image_size: int = 32, widths: tuple[int, ...] | list[int] = (32, 64, 128, 256)) -> nn.Module:
-    return SmallCNN(tuple(widths))
+def small_cnn(image_size: int = 32, widths: tuple[int, ...] | list[int] = (32, 64, 128, 256), pool: int = 1,
+              stages: int = 1) -> nn.Module:
+    return SmallCNN(tuple(widths), pool=pool, stages=stages)
 
 
 def _torchvision_resnet(arch: str, cifar_stem: bool) -> nn.Module:

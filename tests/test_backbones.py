@@ -35,3 +35,21 @@ def test_encoder_roundtrip(tmp_path):
     assert prep2 == prep
     with pytest.raises(SnapsightError, match="no snapsight encoder"):
         load_encoder(tmp_path)
+
+
+def test_small_cnn_multi_level_readout():
+    """pool=2, stages=2: the 2x2-pooled maps of the last two stages, concatenated, in that order."""
+    m = create_backbone("small_cnn", widths=[4, 6, 8, 10], pool=2, stages=2).eval()
+    x = torch.randn(3, 3, 28, 28)
+    with torch.no_grad():
+        third = m.features[:6](x)
+        fourth = m.features[6:](third)
+        y = m(x)
+    pooled = [torch.nn.functional.adaptive_avg_pool2d(f, 2).flatten(1) for f in (third, fourth)]
+    assert m.num_features == 4 * (8 + 10) == y.shape[1]
+    assert torch.equal(y, torch.cat(pooled, dim=1))
+    # the readout has no weights: a checkpoint of the plain network loads into it unchanged
+    plain = create_backbone("small_cnn", widths=[4, 6, 8, 10])
+    assert plain.state_dict().keys() == m.state_dict().keys()
+    with pytest.raises(ValueError, match="stages"):
+        create_backbone("small_cnn", widths=[4, 6], stages=3)
