@@ -3,10 +3,11 @@
 Measures, each beside chance and beside a linear probe on the same image encoder:
 
 1. Fashion-MNIST test (10,000 images), zero-shot with prompt wordings that never occur in any training
-   caption (snapsight.default_model.EVAL_WORDINGS: "sneakers", "pants", "sweater", ...), wrapped in the
-   zero-shot prompts ("a photo of a {}.", ...) that were not training templates either: the ensemble of all
-   held-out wordings, and one wording per class as a user would type it (mean / worst / best over draws),
-   plus the training wordings for reference.
+   caption, wrapped in the zero-shot prompts ("a photo of a {}.", ...) that classify uses: the ensemble of
+   all held-out wordings, and one wording per class as a user would type it (mean / worst / best over
+   draws), plus the training wordings for reference. Two held-out lists: the development list
+   (snapsight.default_model.EVAL_WORDINGS: "sneakers", "pants", "sweater", ...) that recipes were tuned on,
+   and the frozen test list (TEST_WORDINGS), written down before that tuning and scored once at the end.
 2. Held-out emoji (never shown in training): retrieval of each one's name among all emoji names.
 3. Classes held out of alignment entirely: a second model aligned without some Fashion-MNIST classes,
    scored 10-way on the test images of those classes.
@@ -16,7 +17,11 @@ Run (after `snapsight build-default-model`)::
 
     python benchmarks/align_eval.py --work /work/runs/align/eval
 
-Prints markdown tables and writes ``WORK/align_eval.json``.
+While tuning a recipe, score only the development list and skip the slow parts::
+
+    python benchmarks/align_eval.py --model RUN/model --dev-only --quick --skip-holdout --skip-locks
+
+Prints markdown tables and writes ``WORK/align_eval.json`` (``align_eval-dev.json`` with ``--dev-only``).
 """
 from __future__ import annotations
 
@@ -97,43 +102,61 @@ def zero_shot_acc(model, tok, img_emb: torch.Tensor, labels: np.ndarray, wording
     return float((pred == labels).mean()), per_class
 
 
-def fmnist_zero_shot(model, tok, img_emb, labels, templates, draws: int = 200, seed: int = 0) -> dict[str, Any]:
-    classes = list(FASHION_MNIST_CLASSES)
-    out: dict[str, Any] = {}
-    out["seen_wordings_ensemble"], _ = zero_shot_acc(model, tok, img_emb, labels,
-                                                     [dm.TRAIN_WORDINGS[c] for c in classes], templates)
-    out["unseen_wordings_ensemble"], per_class = zero_shot_acc(model, tok, img_emb, labels,
-                                                               [dm.EVAL_WORDINGS[c] for c in classes], templates)
-    out["unseen_ensemble_per_class"] = dict(zip(classes, per_class.round(4).tolist()))
-    # One wording per class, as a user types it: embed every (class, wording) once, then draw combinations.
-    flat = [(c, w) for c in range(len(classes)) for w in dm.EVAL_WORDINGS[classes[c]]]
-    emb = text_embeddings(model, tok, [[w] for _, w in flat], templates)
-    sims = (img_emb @ emb.T).numpy()  # (N, total wordings)
+def single_wording_draws(sims: np.ndarray, labels: np.ndarray, counts: Sequence[int], draws: int,
+                         seed: int = 0) -> list[float]:
+    """Accuracy of ``draws`` random one-wording-per-class choices; ``sims`` is ``(N, total wordings)`` with the
+    wordings of class 0 first, then class 1, ... (``counts[c]`` of them)."""
+    starts = np.cumsum([0] + list(counts))
     rng = np.random.default_rng(seed)
-    starts = np.cumsum([0] + [len(dm.EVAL_WORDINGS[c]) for c in classes])
     accs = []
     for _ in range(draws):
-        cols = [starts[c] + rng.integers(0, len(dm.EVAL_WORDINGS[classes[c]])) for c in range(len(classes))]
+        cols = [starts[c] + rng.integers(0, counts[c]) for c in range(len(counts))]
         accs.append(float((sims[:, cols].argmax(1) == labels).mean()))
-    out["unseen_single_wording"] = {"mean": float(np.mean(accs)), "min": float(np.min(accs)),
-                                    "max": float(np.max(accs)), "draws": draws}
+    return accs
+
+
+def heldout_zero_shot(model, tok, img_emb, labels, templates, heldout: dict[str, Sequence[str]], draws: int = 200,
+                      seed: int = 0) -> dict[str, Any]:
+    """Zero-shot with one held-out wording list: all wordings ensembled, one wording per class (mean/worst/best
+    over ``draws`` random choices), the same without templates, and each wording's recall of its class."""
+    classes = list(FASHION_MNIST_CLASSES)
+    out: dict[str, Any] = {}
+    out["ensemble"], per_class = zero_shot_acc(model, tok, img_emb, labels, [heldout[c] for c in classes], templates)
+    out["ensemble_per_class"] = dict(zip(classes, per_class.round(4).tolist()))
+    # One wording per class, as a user types it: embed every (class, wording) once, then draw combinations.
+    flat = [(c, w) for c in range(len(classes)) for w in heldout[classes[c]]]
+    counts = [len(heldout[c]) for c in classes]
+    sims = (img_emb @ text_embeddings(model, tok, [[w] for _, w in flat], templates).T).numpy()  # (N, wordings)
+    accs = single_wording_draws(sims, labels, counts, draws, seed)
+    out["single_wording"] = {"mean": float(np.mean(accs)), "min": float(np.min(accs)), "max": float(np.max(accs)),
+                             "draws": draws}
     # Per-wording recall: this wording for its class, the other classes at their first held-out wording.
+    starts = np.cumsum([0] + counts)
     per_wording = {}
     for j, (c, w) in enumerate(flat):
         cols = [starts[k] for k in range(len(classes))]
         cols[c] = j
         pred = sims[:, cols].argmax(1)
         per_wording[f"{classes[c]}: {w}"] = round(float((pred[labels == c] == c).mean()), 4)
-    out["unseen_wording_recall"] = per_wording
-    out["plain_class_names"], _ = zero_shot_acc(model, tok, img_emb, labels, [[c] for c in classes], templates)
+    out["wording_recall"] = per_wording
     # The bare wording without any template (what a user's label is when templates="none").
     bare = (img_emb @ text_embeddings(model, tok, [[w] for _, w in flat], ["{}"]).T).numpy()
-    rng = np.random.default_rng(seed)
-    accs = []
-    for _ in range(draws):
-        cols = [starts[c] + rng.integers(0, len(dm.EVAL_WORDINGS[classes[c]])) for c in range(len(classes))]
-        accs.append(float((bare[:, cols].argmax(1) == labels).mean()))
-    out["unseen_single_wording_bare"] = float(np.mean(accs))
+    out["single_wording_bare"] = float(np.mean(single_wording_draws(bare, labels, counts, draws, seed)))
+    return out
+
+
+def fmnist_zero_shot(model, tok, img_emb, labels, templates, draws: int = 200, seed: int = 0,
+                     test: bool = True) -> dict[str, Any]:
+    """Seen wordings, class names, the development held-out list (EVAL_WORDINGS) and, unless ``test`` is
+    False, the frozen test list (TEST_WORDINGS)."""
+    classes = list(FASHION_MNIST_CLASSES)
+    out: dict[str, Any] = {}
+    out["seen_wordings_ensemble"], _ = zero_shot_acc(model, tok, img_emb, labels,
+                                                     [dm.TRAIN_WORDINGS[c] for c in classes], templates)
+    out["plain_class_names"], _ = zero_shot_acc(model, tok, img_emb, labels, [[c] for c in classes], templates)
+    out["dev"] = heldout_zero_shot(model, tok, img_emb, labels, templates, dm.EVAL_WORDINGS, draws, seed)
+    if test:
+        out["test"] = heldout_zero_shot(model, tok, img_emb, labels, templates, dm.TEST_WORDINGS, draws, seed)
     return out
 
 
@@ -143,8 +166,7 @@ def fmnist_zero_shot(model, tok, img_emb, labels, templates, draws: int = 200, s
 def emoji_eval(model, preprocess, tok, held_names: Sequence[str], probe: bool = True) -> dict[str, Any]:
     from snapsight.data.emoji import render_emoji
 
-    eval_phrases = [w for ws in dm.EVAL_WORDINGS.values() for w in ws]
-    train_e, held_e = dm.training_emoji(eval_phrases)
+    train_e, held_e = dm.training_emoji()
     everything = train_e + held_e
     held_set = set(held_names) if held_names else {e.name for e in held_e}
     renders = [render_emoji(e) for e in everything]
@@ -240,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only-train-variants", action="store_true", help="train the extra models, then stop")
     ap.add_argument("--skip-holdout", action="store_true")
     ap.add_argument("--skip-locks", action="store_true")
+    ap.add_argument("--dev-only", action="store_true",
+                    help="score only the development wordings (EVAL_WORDINGS): for tuning; TEST_WORDINGS is scored once")
+    ap.add_argument("--quick", action="store_true", help="skip the linear probes and the emoji evaluation")
+    ap.add_argument("--label", default="", help="a name for this run in the printed tables")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.manual_seed(0)
@@ -260,27 +286,29 @@ def main(argv: list[str] | None = None) -> int:
     meta = json.loads((model_dir / "snapsight_align.json").read_text())
     held_names = meta.get("held_out_emoji") or meta.get("pairs_info", {}).get("emoji_held_out") or []
     templates = eval_templates()
-    results: dict[str, Any] = {"model": str(model_dir), "templates": templates, "cpu_shared": True}
+    results: dict[str, Any] = {"model": str(model_dir), "label": args.label, "templates": templates}
 
     model, preprocess, tok = load_clip_dir(model_dir)
     test_x, test_y = fmnist_tensors("test", preprocess)
-    train_x, train_y = fmnist_tensors("train", preprocess, limit=args.probe_train)
+    train_x, train_y = (None, None) if args.quick else fmnist_tensors("train", preprocess, limit=args.probe_train)
     img = image_embeddings(model, test_x)
-    fm = fmnist_zero_shot(model, tok, img, test_y, templates)
-    fm["linear_probe_aligned_trunk"] = linear_probe(trunk_features(model, train_x), train_y,
-                                                   trunk_features(model, test_x), test_y)
-    from snapsight.backbones import load_encoder
+    fm = fmnist_zero_shot(model, tok, img, test_y, templates, test=not args.dev_only)
+    if not args.quick:
+        fm["linear_probe_aligned_trunk"] = linear_probe(trunk_features(model, train_x), train_y,
+                                                       trunk_features(model, test_x), test_y)
+        from snapsight.backbones import load_encoder
 
-    enc, _, _ = load_encoder(args.encoder)
-    with torch.no_grad():
-        f_tr = torch.cat([enc(train_x[i:i + 512]) for i in range(0, len(train_x), 512)]).numpy()
-        f_te = torch.cat([enc(test_x[i:i + 512]) for i in range(0, len(test_x), 512)]).numpy()
-    fm["linear_probe_ssl_encoder"] = linear_probe(f_tr, train_y, f_te, test_y)
+        enc, _, _ = load_encoder(args.encoder)
+        with torch.no_grad():
+            f_tr = torch.cat([enc(train_x[i:i + 512]) for i in range(0, len(train_x), 512)]).numpy()
+            f_te = torch.cat([enc(test_x[i:i + 512]) for i in range(0, len(test_x), 512)]).numpy()
+        fm["linear_probe_ssl_encoder"] = linear_probe(f_tr, train_y, f_te, test_y)
     fm["chance"] = 0.1
     results["fashion_mnist"] = fm
     log.info("fashion-mnist done (%.0f s)", time.time() - t0)
-    results["emoji"] = emoji_eval(model, preprocess, tok, held_names)
-    log.info("emoji done (%.0f s)", time.time() - t0)
+    if not args.quick:
+        results["emoji"] = emoji_eval(model, preprocess, tok, held_names)
+        log.info("emoji done (%.0f s)", time.time() - t0)
 
     if not args.skip_holdout:
         holdout = [c.strip() for c in args.holdout_classes.split(",") if c.strip()]
@@ -291,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         classes = list(FASHION_MNIST_CLASSES)
         res: dict[str, Any] = {"held_out": holdout, **fit_info(run)}
         for tag, words in (("class_wordings", [dm.TRAIN_WORDINGS[c] for c in classes]),
-                           ("unseen_wordings", [dm.EVAL_WORDINGS[c] for c in classes])):
+                           ("unseen_wordings", [dm.EVAL_WORDINGS[c] for c in classes])):  # dev list
             acc, per_class = zero_shot_acc(hm, htok, himg, test_y, words, templates)
             hidx = [classes.index(c) for c in holdout]
             res[tag] = {"overall": acc, "held_out_classes": float(per_class[hidx].mean()),
@@ -311,39 +339,48 @@ def main(argv: list[str] | None = None) -> int:
                                  batch_size=args.lock_batch)
             lm, lpre, ltok = load_clip_dir(ldir)
             limg = image_embeddings(lm, test_x)
-            z = fmnist_zero_shot(lm, ltok, limg, test_y, templates, draws=50)
+            z = fmnist_zero_shot(lm, ltok, limg, test_y, templates, draws=50, test=False)
             e = emoji_eval(lm, lpre, ltok, held_names, probe=False)
             locks[lock] = {**fit_info(run), "seen_wordings": z["seen_wordings_ensemble"],
-                           "unseen_ensemble": z["unseen_wordings_ensemble"],
-                           "unseen_single_mean": z["unseen_single_wording"]["mean"],
+                           "unseen_ensemble": z["dev"]["ensemble"],
+                           "unseen_single_mean": z["dev"]["single_wording"]["mean"],
                            "emoji_held_out_top5": e["held_out_top5"]}
             log.info("lock=%s done (%.0f s)", lock, time.time() - t0)
         results["lock_modes"] = locks
     results["seconds"] = round(time.time() - t0, 1)
-    (work / "align_eval.json").write_text(json.dumps(results, indent=2))
+    (work / f"align_eval{'-dev' if args.dev_only else ''}.json").write_text(json.dumps(results, indent=2))
     print_tables(results)
     return 0
 
 
 def print_tables(r: dict[str, Any]) -> None:
     fm = r["fashion_mnist"]
-    print("\n### Fashion-MNIST test (10,000 images), default model, zero-shot\n")
+    print(f"\n### Fashion-MNIST test (10,000 images), zero-shot{' -- ' + r['label'] if r.get('label') else ''}\n")
     print("| prompts | top-1 |\n|---|---|")
-    print(f"| held-out wordings, one per class (mean of {fm['unseen_single_wording']['draws']} draws; "
-          f"worst {pct(fm['unseen_single_wording']['min'])}, best {pct(fm['unseen_single_wording']['max'])}) | "
-          f"**{pct(fm['unseen_single_wording']['mean'])}** |")
-    if "unseen_single_wording_bare" in fm:
-        print(f"| held-out wordings, one per class, bare word without template (mean) | "
-              f"{pct(fm['unseen_single_wording_bare'])} |")
-    print(f"| held-out wordings, all 4 per class ensembled | {pct(fm['unseen_wordings_ensemble'])} |")
+    for key, name in (("dev", "development wordings (EVAL_WORDINGS, tuned on)"),
+                      ("test", "test wordings (TEST_WORDINGS, frozen, scored once)")):
+        if key not in fm:
+            continue
+        h = fm[key]
+        sw = h["single_wording"]
+        print(f"| {name}, one per class (mean of {sw['draws']} draws; worst {pct(sw['min'])}, best {pct(sw['max'])})"
+              f" | **{pct(sw['mean'])}** |")
+        print(f"| {name}, one per class, bare word without template (mean) | {pct(h['single_wording_bare'])} |")
+        print(f"| {name}, all 4 per class ensembled | {pct(h['ensemble'])} |")
     print(f"| training wordings (seen) | {pct(fm['seen_wordings_ensemble'])} |")
     print(f"| Fashion-MNIST's own class names | {pct(fm['plain_class_names'])} |")
-    print(f"| linear probe, aligned image trunk (10k labels) | {pct(fm['linear_probe_aligned_trunk'])} |")
-    print(f"| linear probe, SimCLR encoder before alignment | {pct(fm['linear_probe_ssl_encoder'])} |")
+    if "linear_probe_aligned_trunk" in fm:
+        print(f"| linear probe, aligned image trunk (10k labels) | {pct(fm['linear_probe_aligned_trunk'])} |")
+        print(f"| linear probe, SimCLR encoder before alignment | {pct(fm['linear_probe_ssl_encoder'])} |")
     print("| chance | 10.0% |")
-    worst = sorted(fm["unseen_wording_recall"].items(), key=lambda kv: kv[1])[:6]
-    print("\nweakest held-out wordings (recall of their class): " +
-          ", ".join(f"{k} {pct(v)}" for k, v in worst))
+    for key in ("dev", "test"):
+        if key in fm:
+            worst = sorted(fm[key]["wording_recall"].items(), key=lambda kv: kv[1])[:6]
+            print(f"\nweakest {key} wordings (recall of their class): " +
+                  ", ".join(f"{k} {pct(v)}" for k, v in worst))
+    if "emoji" not in r:
+        print(f"\n({r['seconds']:.0f} s)")
+        return
     e = r["emoji"]
     print(f"\n### Emoji: name retrieval among all {e['names']} names\n")
     print("| emoji | top-1 | top-5 |\n|---|---|---|")
@@ -356,7 +393,7 @@ def print_tables(r: dict[str, Any]) -> None:
         h = r["held_out_classes"]
         print(f"\n### Classes held out of alignment ({', '.join(h['held_out'])}), 10-way zero-shot\n")
         print("| prompts | held-out classes | trained classes | all |\n|---|---|---|---|")
-        for tag in ("class_wordings", "unseen_wordings"):
+        for tag in ("class_wordings", "unseen_wordings"):  # unseen = the development list
             v = h[tag]
             print(f"| {tag.replace('_', ' ')} | {pct(v['held_out_classes'])} | {pct(v['trained_classes'])} | "
                   f"{pct(v['overall'])} |")
@@ -369,7 +406,7 @@ def print_tables(r: dict[str, Any]) -> None:
         for k, v in r["lock_modes"].items():
             print(f"| {k} | {v.get('steps', '?')} | {pct(v['unseen_single_mean'])} / {pct(v['unseen_ensemble'])} | "
                   f"{pct(v['seen_wordings'])} | {pct(v['emoji_held_out_top5'])} |")
-    print(f"\n({r['seconds']:.0f} s on a CPU shared with other jobs)")
+    print(f"\n({r['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

