@@ -93,6 +93,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy CPU)")
     ap.add_argument("--epochs", type=int, default=0, help="fix the epochs instead of calibrating")
     ap.add_argument("--skip-pretrain", action="store_true", help="only evaluate an existing --out run")
+    ap.add_argument("--skip-baselines", action="store_true",
+                    help="with --skip-pretrain: probe only the SimCLR encoders (the baselines do not change)")
     ap.add_argument("--pretrain-only", action="store_true",
                     help="stop after pretraining (evaluate later with --skip-pretrain, e.g. when the CPU is free)")
     args = ap.parse_args()
@@ -144,18 +146,23 @@ def main() -> None:
     test_x, test_y = load_fashion_mnist("test")
     rows = []
 
-    acc, secs = linear_probe(train_x.reshape(len(train_x), -1).astype(np.float32) / 255, train_y,
-                             test_x.reshape(len(test_x), -1).astype(np.float32) / 255, test_y)
-    rows.append({"model": "(a) logistic regression on raw pixels", "minutes": 0, "test_acc": acc})
-    print(f"raw pixels: {100 * acc:.2f}% ({secs:.0f} s)", flush=True)
+    if args.skip_baselines:  # reuse the baselines of this --out's earlier evaluation
+        rows = [r for r in results.get("rows", []) if r["model"].startswith(("(a)", "(b)"))]
+        if len(rows) != 2:
+            raise SystemExit("--skip-baselines needs an earlier evaluation in OUT/benchmark/results.json")
+    else:
+        acc, secs = linear_probe(train_x.reshape(len(train_x), -1).astype(np.float32) / 255, train_y,
+                                 test_x.reshape(len(test_x), -1).astype(np.float32) / 255, test_y)
+        rows.append({"model": "(a) logistic regression on raw pixels", "minutes": 0, "test_acc": acc})
+        print(f"raw pixels: {100 * acc:.2f}% ({secs:.0f} s)", flush=True)
 
-    torch.manual_seed(0)
-    random_model = create_backbone(cfg.model.backbone, image_size=cfg.model.image_size, **cfg.model.backbone_kwargs)
-    feats = [encode(random_model, x, cfg.model.mean, cfg.model.std, cfg.model.image_size) for x in (train_x, test_x)]
-    acc, secs = linear_probe(feats[0], train_y, feats[1], test_y)
-    rows.append({"model": f"(b) probe on random-init {cfg.model.backbone} {cfg.model.backbone_kwargs.get('widths', '')}",
-                 "minutes": 0, "test_acc": acc})
-    print(f"random encoder: {100 * acc:.2f}% ({secs:.0f} s)", flush=True)
+        torch.manual_seed(0)
+        random_model = create_backbone(cfg.model.backbone, image_size=cfg.model.image_size, **cfg.model.backbone_kwargs)
+        feats = [encode(random_model, x, cfg.model.mean, cfg.model.std, cfg.model.image_size) for x in (train_x, test_x)]
+        acc, secs = linear_probe(feats[0], train_y, feats[1], test_y)
+        rows.append({"model": f"(b) probe on random-init {cfg.model.backbone} {cfg.model.backbone_kwargs.get('widths', '')}",
+                     "minutes": 0, "test_acc": acc})
+        print(f"random encoder: {100 * acc:.2f}% ({secs:.0f} s)", flush=True)
 
     encoders = []
     for m in snapshots:
