@@ -48,10 +48,10 @@ def check_encoder_spec(spec: str) -> None:
         elif name not in list_backbones():
             raise SnapsightError(f"--encoder {text}: unknown backbone '{name}'; known: {', '.join(list_backbones())}")
         return
+    from ..ssl.features import _parse_clip_spec, _refuse_wrong_kind
+
     if text.startswith("clip:"):
-        if text != "clip:default":
-            raise SnapsightError(f"unknown CLIP encoder '{text}'; use clip:default, openclip:<model>[:<pretrained>] "
-                                 "or local-dir:<folder>")
+        _parse_clip_spec(text)  # only clip:default is known
         from ..default_model import default_model_dir
 
         default_model_dir()  # raises with how to build the weights when they are missing
@@ -68,15 +68,7 @@ def check_encoder_spec(spec: str) -> None:
     path = Path(text).expanduser()
     if any((folder / "open_clip_config.json").is_file() for folder in (path, path / "model")):
         return  # an open_clip folder or a `snapsight align` run
-    if path.is_dir() and (path / "classifier.json").is_file():
-        raise SnapsightError(f"{path} is a trained classifier (snapsight probe output), not an encoder; use it "
-                             "with `snapsight classify --model`, or pass the encoder it was trained from")
-    if path.is_file():
-        raise SnapsightError(f"{path} is a file; --encoder takes a `snapsight pretrain` run directory or an "
-                             "encoder folder (holding config.json and model.safetensors), not a bare weights file")
-    if not path.exists():
-        raise SnapsightError(f"encoder not found: {path} (pass a `snapsight pretrain` run directory, its encoder/ "
-                             "folder, random:<backbone>@<size>, or openclip:<model>)")
+    _refuse_wrong_kind(path)  # missing, a bare file, a classifier: the loader's own sentences
     from ..checkpoint import find_encoder_dir
 
     find_encoder_dir(path)  # one sentence when the folder holds no snapsight encoder
@@ -88,10 +80,9 @@ def _check_openclip_spec(text: str) -> None:
     from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
 
     from ..errors import SnapsightError
+    from ..ssl.features import _parse_clip_spec
 
-    name, _, pretrained = text[len("openclip:"):].partition(":")
-    if not name:
-        raise SnapsightError("openclip: needs a model name, e.g. openclip:ViT-B-32:laion2b_s34b_b79k")
+    name, pretrained = _parse_clip_spec(text)
     if Path(name).expanduser().exists():
         return  # a config file or folder: resolved by the loader
     if name.replace("/", "-") not in open_clip.list_models() and name.count("/") == 1 \
