@@ -36,15 +36,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snapsight import default_model as dm
-from snapsight.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
-from snapsight.ssl.align import (
+from snapsight.align.run import (
     find_clip_dir,
     image_embeddings,
     load_clip_dir,
     run_alignment,
     text_embeddings,
 )
+from snapsight.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from snapsight.default_model import build, wordings
+from snapsight.models import default as default_asset
 
 log = logging.getLogger("align_eval")
 
@@ -152,11 +153,11 @@ def fmnist_zero_shot(model, tok, img_emb, labels, templates, draws: int = 200, s
     classes = list(FASHION_MNIST_CLASSES)
     out: dict[str, Any] = {}
     out["seen_wordings_ensemble"], _ = zero_shot_acc(model, tok, img_emb, labels,
-                                                     [dm.TRAIN_WORDINGS[c] for c in classes], templates)
+                                                     [wordings.TRAIN_WORDINGS[c] for c in classes], templates)
     out["plain_class_names"], _ = zero_shot_acc(model, tok, img_emb, labels, [[c] for c in classes], templates)
-    out["dev"] = heldout_zero_shot(model, tok, img_emb, labels, templates, dm.EVAL_WORDINGS, draws, seed)
+    out["dev"] = heldout_zero_shot(model, tok, img_emb, labels, templates, wordings.EVAL_WORDINGS, draws, seed)
     if test:
-        out["test"] = heldout_zero_shot(model, tok, img_emb, labels, templates, dm.TEST_WORDINGS, draws, seed)
+        out["test"] = heldout_zero_shot(model, tok, img_emb, labels, templates, wordings.TEST_WORDINGS, draws, seed)
     return out
 
 
@@ -166,7 +167,7 @@ def fmnist_zero_shot(model, tok, img_emb, labels, templates, draws: int = 200, s
 def emoji_eval(model, preprocess, tok, held_names: Sequence[str], probe: bool = True) -> dict[str, Any]:
     from snapsight.data.emoji import render_emoji
 
-    train_e, held_e = dm.training_emoji()
+    train_e, held_e = wordings.training_emoji()
     everything = train_e + held_e
     held_set = set(held_names) if held_names else {e.name for e in held_e}
     renders = [render_emoji(e) for e in everything]
@@ -223,8 +224,8 @@ def align_variant(encoder: str, out_dir: Path, lock: str = "text", holdout: Sequ
     model_dir = out_dir / "model"
     if (model_dir / "open_clip_config.json").is_file():
         return model_dir
-    pairs, info = dm.default_pairs(holdout_classes=holdout, seed=seed)
-    cfg = dm.default_align_config(encoder, lock=lock, steps=steps, max_minutes=minutes, device="cpu", seed=seed,
+    pairs, info = build.default_pairs(holdout_classes=holdout, seed=seed)
+    cfg = build.default_align_config(encoder, lock=lock, steps=steps, max_minutes=minutes, device="cpu", seed=seed,
                                   batch_size=batch_size)
     cfg.train.progress = False
     result = run_alignment(cfg, out_dir, pairs=pairs, extra_meta={"pairs_info": info | {
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 align_variant(args.encoder, work / f"lock-{lock}", lock=lock, steps=args.lock_steps,
                               minutes=args.lock_minutes, batch_size=args.lock_batch)
         return 0
-    model_dir = find_clip_dir(args.model) if args.model else dm.default_model_dir()
+    model_dir = find_clip_dir(args.model) if args.model else default_asset.default_model_dir()
     meta = json.loads((model_dir / "snapsight_align.json").read_text())
     held_names = meta.get("held_out_emoji") or meta.get("pairs_info", {}).get("emoji_held_out") or []
     templates = eval_templates()
@@ -318,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         himg = image_embeddings(hm, test_x)
         classes = list(FASHION_MNIST_CLASSES)
         res: dict[str, Any] = {"held_out": holdout, **fit_info(run)}
-        for tag, words in (("class_wordings", [dm.TRAIN_WORDINGS[c] for c in classes]),
-                           ("unseen_wordings", [dm.EVAL_WORDINGS[c] for c in classes])):  # dev list
+        for tag, words in (("class_wordings", [wordings.TRAIN_WORDINGS[c] for c in classes]),
+                           ("unseen_wordings", [wordings.EVAL_WORDINGS[c] for c in classes])):  # dev list
             acc, per_class = zero_shot_acc(hm, htok, himg, test_y, words, templates)
             hidx = [classes.index(c) for c in holdout]
             res[tag] = {"overall": acc, "held_out_classes": float(per_class[hidx].mean()),

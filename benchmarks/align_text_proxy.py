@@ -20,8 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snapsight import default_model as dm
 from snapsight.data.fashion_mnist import FASHION_MNIST_CLASSES as CL
+from snapsight.default_model import wordings
+from snapsight.models import default as default_asset
 from snapsight.zeroshot.prompts import TEMPLATE_SETS
 
 CACHE = Path(tempfile.gettempdir()) / "snapsight-text-proxy-cache.pt"
@@ -34,8 +35,8 @@ def enc(texts):
     new = [t for t in dict.fromkeys(texts) if t not in _cache]
     if new:
         if _model is None:
-            from snapsight.ssl.align import load_clip_dir
-            m, _, tok = load_clip_dir(dm.default_model_dir())
+            from snapsight.align.run import load_clip_dir
+            m, _, tok = load_clip_dir(default_asset.default_model_dir())
             _model = (m, tok)
         m, tok = _model
         with torch.no_grad():
@@ -54,8 +55,8 @@ def train_set(wordings, templates, emoji=True):
                 caps.append(t.format(w)); y.append(c)
     neg = []
     if emoji:
-        tr, _ = dm.training_emoji()
-        neg = [t.format(n) for e in tr for n in e.names[:1] for t in dm.EMOJI_TEMPLATES]
+        tr, _ = wordings.training_emoji()
+        neg = [t.format(n) for e in tr for n in e.names[:1] for t in wordings.EMOJI_TEMPLATES]
     return caps, np.array(y), neg
 
 def fit(caps, y, neg, scale=16.7, steps=300, lr=0.05, text_map=None, wd_id=1.0, seed=0):
@@ -92,7 +93,7 @@ def wording_emb(words, templates, W=None):
     return torch.stack(out)
 
 def score(P, W=None, heldout=None, templates=None, draws=2000, seed=0):
-    heldout = heldout or dm.EVAL_WORDINGS
+    heldout = heldout or wordings.EVAL_WORDINGS
     templates = templates or TEMPLATE_SETS["default"]
     flat = [(c, w) for c, n in enumerate(CL) for w in heldout[n]]
     E = wording_emb([w for _, w in flat], templates, W)
@@ -126,14 +127,14 @@ def main() -> None:
         CACHE = Path(args.work) / "text_embeddings.pt"
     _cache = torch.load(CACHE, weights_only=True) if CACHE.exists() else {}
     t0 = time.time()
-    caps, y, neg = train_set(dm.TRAIN_WORDINGS, dm.FMNIST_TEMPLATES)
+    caps, y, neg = train_set(wordings.TRAIN_WORDINGS, wordings.FMNIST_TEMPLATES)
     P, _ = fit(caps, y, neg)
     r = score(P)
     print(f"text-only prototypes, development wordings: one per class {100 * r['single']:.1f}%, "
           f"all ensembled {100 * r['ens']:.1f}% ({time.time() - t0:.0f} s)")
     dead = sorted(r["rec"].items(), key=lambda kv: kv[1])[:6]
     print("weakest wordings (recall):", ", ".join(f"{k} {100 * v:.0f}%" for k, v in dead))
-    tw = [(c, w) for c in CL for w in dm.TRAIN_WORDINGS[c]]
+    tw = [(c, w) for c in CL for w in wordings.TRAIN_WORDINGS[c]]
     T = enc([w for _, w in tw])
     for key, _ in dead:
         c, w = key.split(": ", 1)

@@ -32,10 +32,12 @@ import torch
 
 from snapsight.data.fashion_mnist import load_fashion_mnist
 from snapsight.data.labeled import load_labeled, stratified_fraction, stratified_split
+from snapsight.models.encoders import load_feature_encoder
 from snapsight.preprocessing import Preprocessing
+from snapsight.probe.features import FeatureSet, extract_features
+from snapsight.probe.finetune import FinetuneConfig, finetune, predict_dataset
+from snapsight.probe.heads import LinearProbe, train_knn_head, train_linear_probe
 from snapsight.runtime import seed_everything
-from snapsight.ssl.features import FeatureSet, extract_features, load_feature_encoder
-from snapsight.ssl.probe import FinetuneConfig, LinearProbe, finetune, predict_dataset, train_knn_head, train_linear_probe
 
 FMNIST_MEAN, FMNIST_STD = (0.286,) * 3, (0.353,) * 3
 ROWS = {

@@ -35,7 +35,7 @@ def calibrate(config: str, threads: int, steps: int = 8) -> float:
     from snapsight.config import load_config
     from snapsight.data.fashion_mnist import load_fashion_mnist
     from snapsight.ssl.simclr import PretrainConfig, SimCLRTask
-    from snapsight.ssl.train import build_optimizer, default_param_groups
+    from snapsight.train.loop import build_optimizer, default_param_groups
 
     torch.set_num_threads(threads)
     cfg = load_config(PretrainConfig, config)

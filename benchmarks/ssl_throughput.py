@@ -67,7 +67,7 @@ def main() -> None:
     from snapsight.config import load_config
     from snapsight.data.fashion_mnist import load_fashion_mnist
     from snapsight.ssl.simclr import PretrainConfig, SimCLRTask
-    from snapsight.ssl.train import build_optimizer, default_param_groups
+    from snapsight.train.loop import build_optimizer, default_param_groups
 
     torch.set_num_threads(args.threads)
     cfg = load_config(PretrainConfig, args.config)

@@ -141,7 +141,7 @@ def encoder_benchmark(model_dir: Path, images: list, quick: bool, try_compile: b
     """Image-tower images/s and GFLOP/s for the cheap wins; returns a dict of rows."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from snapsight.zeroshot.models import load_clip
+    from snapsight.models.clip import load_clip
 
     bundle = load_clip(str(model_dir))
     pixels32 = bundle.preprocess_batch(images[:32])

@@ -18,8 +18,8 @@ from .preprocessing import Preprocessing
 _LAZY = {
     "ZeroShotClassifier": "snapsight.zeroshot",
     "parse_labels": "snapsight.zeroshot",
-    "load_classifier": "snapsight.ssl.probe",
-    "is_classifier_dir": "snapsight.ssl.probe",
+    "load_classifier": "snapsight.probe.classifier",
+    "is_classifier_dir": "snapsight.artifacts.classifier",
 }
 
 

@@ -5,6 +5,6 @@ if not __package__:  # run as `python snapsight/__main__.py`: drop snapsight/ fr
     _here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
 
-from snapsight.cli import main  # noqa: E402
+from snapsight.cli import main
 
 sys.exit(main())

@@ -23,7 +23,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .artifacts.encoder import CONFIG_NAME, WEIGHTS_NAME, find_encoder_dir
+from .artifacts.files import load_weights, read_json
 from .errors import SnapsightError
+from .preprocessing import Preprocessing
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -157,8 +160,6 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu"):
     Returns ``(backbone, preprocessing, metadata)``; the backbone is in eval mode. Also accepts
     ``random:<backbone>[@<image_size>]`` for a randomly initialised encoder (a baseline).
     """
-    from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, find_encoder_dir, load_weights, read_json
-    from .preprocessing import Preprocessing
 
     spec = str(path)
     if spec.startswith("random:"):

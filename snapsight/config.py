@@ -30,6 +30,7 @@ from typing import Any, Iterable, TypeVar, Union, get_args, get_origin, get_type
 
 import yaml
 
+from .artifacts.files import atomic_write_text
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -55,14 +56,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass
         raise ConfigError(f"config key '{key}': {value!r} does not match {_type_name(tp)}")
     if origin is typing.Literal:
         if value not in get_args(tp):
@@ -181,10 +181,28 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | tuple[str, A
     return data
 
 
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+def list_recipes() -> list[str]:
+    """Names of the packaged recipes (``snapsight/recipes/*.yaml``; ``configs/`` links to the same files)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A YAML file path as given, or a packaged recipe by name (``"simclr-fashion-mnist"``)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    packaged = RECIPES_DIR / f"{path.name[:-5] if path.name.endswith('.yaml') else path.name}.yaml"
+    if packaged.is_file() and path.parent in (Path("."), Path("configs")):
+        return packaged
+    raise ConfigError(f"config file not found: {name_or_path} (packaged recipes: {', '.join(list_recipes())})")
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    """The mapping in a YAML file or packaged recipe (see :func:`recipe_path`)."""
+    path = recipe_path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -226,6 +244,4 @@ def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the fully resolved config as YAML (atomically)."""
-    from .checkpoint import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from snapsight.artifacts.encoder import save_encoder
 from snapsight.backbones import create_backbone, load_encoder
-from snapsight.checkpoint import save_encoder
 from snapsight.errors import SnapsightError
 from snapsight.preprocessing import Preprocessing
 

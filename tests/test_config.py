@@ -2,7 +2,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from snapsight.config import ConfigError, load_config, save_config
+from snapsight.config import load_config, save_config
+from snapsight.errors import ConfigError
 
 
 @dataclass

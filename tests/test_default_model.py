@@ -4,77 +4,78 @@ from __future__ import annotations
 
 import pytest
 
-from snapsight import default_model as dm
+from snapsight.default_model import build, wordings
 from snapsight.errors import SnapsightError
+from snapsight.models import default as default_asset
 
 
 def test_missing_weights_raise_one_sentence_with_the_build_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(dm, "ASSET_DIR", tmp_path / "no-asset")
+    monkeypatch.setattr(default_asset, "ASSET_DIR", tmp_path / "no-asset")
     monkeypatch.setenv("SNAPSIGHT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("SNAPSIGHT_DEFAULT_MODEL_ASSET", raising=False)
     with pytest.raises(SnapsightError) as e:
-        dm.default_model_dir()
+        default_asset.default_model_dir()
     msg = str(e.value)
     assert "snapsight build-default-model" in msg and "\n" not in msg
 
 
 def test_held_out_wordings_never_occur_in_training_captions():
-    train_captions = [t.format(w) for ws in dm.TRAIN_WORDINGS.values() for w in ws for t in dm.FMNIST_TEMPLATES]
-    assert dm.check_heldout_wordings(train_captions) == []
-    assert set(dm.EVAL_WORDINGS) == set(dm.TRAIN_WORDINGS) == set(dm.TEST_WORDINGS)
+    train_captions = [t.format(w) for ws in wordings.TRAIN_WORDINGS.values() for w in ws for t in wordings.FMNIST_TEMPLATES]
+    assert wordings.check_heldout_wordings(train_captions) == []
+    assert set(wordings.EVAL_WORDINGS) == set(wordings.TRAIN_WORDINGS) == set(wordings.TEST_WORDINGS)
     # templates used for training differ from the zero-shot prompts used at evaluation
     zs = pytest.importorskip("snapsight.zeroshot.prompts")
-    assert not set(dm.FMNIST_TEMPLATES) & {t.rstrip(".") for t in zs.TEMPLATE_SETS["default"]} - {"{}"}
+    assert not set(wordings.FMNIST_TEMPLATES) & {t.rstrip(".") for t in zs.TEMPLATE_SETS["default"]} - {"{}"}
 
 
 def test_test_wordings_are_apart_from_the_development_list():
-    assert dm.check_heldout_lists() == []
-    test = dm.heldout_phrases(("test",))
+    assert wordings.check_heldout_lists() == []
+    test = wordings.heldout_phrases(("test",))
     assert len(test) == len(set(test)) == 40
-    assert not set(test) & set(dm.heldout_phrases(("eval",)))
-    assert all(len(ws) == 4 for ws in dm.TEST_WORDINGS.values())
+    assert not set(test) & set(wordings.heldout_phrases(("eval",)))
+    assert all(len(ws) == 4 for ws in wordings.TEST_WORDINGS.values())
 
 
 def test_heldout_check_catches_either_list_inside_a_caption():
-    clashes = dm.check_heldout_wordings(["a picture of a pair of sneakers", "a grey cami", "a plain top"])
+    clashes = wordings.check_heldout_wordings(["a picture of a pair of sneakers", "a grey cami", "a plain top"])
     assert clashes == [("sneakers", "a picture of a pair of sneakers"), ("cami", "a grey cami")]
-    assert dm.check_heldout_wordings(["a grey cami"], heldout=["sneakers"]) == []
+    assert wordings.check_heldout_wordings(["a grey cami"], heldout=["sneakers"]) == []
 
 
 def test_default_pairs_refuse_a_training_caption_holding_a_heldout_wording(monkeypatch):
-    monkeypatch.setitem(dm.TRAIN_WORDINGS, "Bag", dm.TRAIN_WORDINGS["Bag"] + ("rucksack",))
-    monkeypatch.setattr(dm, "training_emoji", lambda *a: ([], []))
+    monkeypatch.setitem(wordings.TRAIN_WORDINGS, "Bag", wordings.TRAIN_WORDINGS["Bag"] + ("rucksack",))
+    monkeypatch.setattr(build, "training_emoji", lambda *a: ([], []))
     monkeypatch.setattr("snapsight.data.captions.emoji_pairs", lambda *a, **k: pytest.fail("checked too late"))
     with pytest.raises(SnapsightError, match="rucksack"):
-        dm.default_pairs(max_fmnist=50)
+        build.default_pairs(max_fmnist=50)
 
 
 def test_contains_phrase_ignores_case_and_hyphens():
-    assert dm.contains_phrase("A crew-neck T-shirt", "t shirt")
-    assert not dm.contains_phrase("sweatpants", "pants")
-    assert dm.contains_phrase("woman's boots", "boots")
+    assert wordings.contains_phrase("A crew-neck T-shirt", "t shirt")
+    assert not wordings.contains_phrase("sweatpants", "pants")
+    assert wordings.contains_phrase("woman's boots", "boots")
 
 
 def test_emoji_split_is_deterministic_and_disjoint():
     from snapsight.data.emoji import Emoji
 
     emojis = [Emoji(chr(0x1F400 + i), f"thing {i}") for i in range(200)]
-    a_train, a_held = dm.split_emoji(emojis)
-    b_train, b_held = dm.split_emoji(emojis)
+    a_train, a_held = wordings.split_emoji(emojis)
+    b_train, b_held = wordings.split_emoji(emojis)
     assert a_held == b_held and a_train == b_train
     assert not {e.name for e in a_held} & {e.name for e in a_train}
     assert 5 <= len(a_held) <= 40
 
 
-@pytest.mark.skipif(dm.find_default_asset() is None, reason="default model weights not built here")
+@pytest.mark.skipif(default_asset.find_default_asset() is None, reason="default model weights not built here")
 def test_default_model_loads_with_plain_open_clip(tmp_path, monkeypatch):
     import open_clip
     import torch
 
     monkeypatch.setenv("SNAPSIGHT_CACHE", str(tmp_path))
-    d = dm.default_model_dir()
+    d = default_asset.default_model_dir()
     assert d.is_dir() and (d / "open_clip_config.json").is_file()
-    assert dm.default_model_dir() == d  # assembled once, then reused
+    assert default_asset.default_model_dir() == d  # assembled once, then reused
     model, _, pre = open_clip.create_model_and_transforms(f"local-dir:{d}")
     model.eval()
     tok = open_clip.get_tokenizer(f"local-dir:{d}")
@@ -86,7 +87,7 @@ def test_default_model_loads_with_plain_open_clip(tmp_path, monkeypatch):
     assert i.shape[1] == t.shape[1] == 384
 
 
-@pytest.mark.skipif(dm.find_default_asset() is None, reason="default model weights not built here")
+@pytest.mark.skipif(default_asset.find_default_asset() is None, reason="default model weights not built here")
 def test_zero_shot_loader_uses_the_default_model(tmp_path, monkeypatch):
     zs = pytest.importorskip("snapsight.zeroshot")
     if not hasattr(zs, "ZeroShotClassifier"):
@@ -122,7 +123,7 @@ def _aligned(tmp_path, text_dir, unlocked: int):
     import numpy as np
     from PIL import Image
 
-    from snapsight.ssl.align import load_align_config, run_alignment
+    from snapsight.align.run import load_align_config, run_alignment
 
     rng = np.random.default_rng(0)
     lines = ["filepath\ttitle"]
@@ -142,40 +143,42 @@ def _aligned(tmp_path, text_dir, unlocked: int):
 def test_compact_asset_carries_only_tuned_text_layers_and_reassembles(tmp_path, monkeypatch, unlocked):
     import torch
 
-    from snapsight.checkpoint import load_weights
+    from snapsight.artifacts.files import load_weights
 
     text_dir = _tiny_bert(tmp_path / "bert")
-    monkeypatch.setattr("snapsight.ssl.align.resolve_text_encoder", lambda spec="minilm": text_dir)
+    monkeypatch.setattr("snapsight.align.run.resolve_text_encoder", lambda spec="minilm": text_dir)
+    monkeypatch.setattr("snapsight.models.default.resolve_text_encoder", lambda spec="minilm": text_dir)
     model_dir = _aligned(tmp_path, text_dir, unlocked)
-    asset = dm.write_default_asset(model_dir, tmp_path / "asset", provenance={})
-    info = __import__("json").loads((asset / dm.ASSET_CONFIG).read_text())
-    stored = load_weights(asset / dm.ASSET_WEIGHTS)
-    tuned = [k for k in stored if k.startswith(dm.TEXT_PREFIX)]
+    asset = default_asset.write_default_asset(model_dir, tmp_path / "asset", provenance={})
+    info = __import__("json").loads((asset / default_asset.ASSET_CONFIG).read_text())
+    stored = load_weights(asset / default_asset.ASSET_WEIGHTS)
+    tuned = [k for k in stored if k.startswith(default_asset.TEXT_PREFIX)]
     assert sorted(tuned) == info["tuned_text_keys"]
     assert all(".layer.1." in k for k in tuned) and (len(tuned) > 0) == bool(unlocked)
-    target = dm.assemble_default_model(asset, tmp_path / "assembled")
+    target = default_asset.assemble_default_model(asset, tmp_path / "assembled")
     rebuilt, trained = load_weights(target / "open_clip_model.safetensors"), load_weights(
         model_dir / "open_clip_model.safetensors")
     assert set(rebuilt) == set(trained)
     for k, v in trained.items():
-        if k.startswith(dm.TEXT_PREFIX) and k not in tuned:
+        if k.startswith(default_asset.TEXT_PREFIX) and k not in tuned:
             assert torch.equal(rebuilt[k], v), k  # frozen text tensors come bit-exact from the installed model
         elif v.is_floating_point():
             assert torch.allclose(rebuilt[k], v, atol=2e-3, rtol=2e-3), k  # the rest went through fp16
     original = load_weights(text_dir / "model.safetensors")
-    assert all(not torch.allclose(rebuilt[k], original[k[len(dm.TEXT_PREFIX):]], atol=2e-3) for k in tuned
+    assert all(not torch.allclose(rebuilt[k], original[k[len(default_asset.TEXT_PREFIX):]], atol=2e-3) for k in tuned
                if k.endswith("weight") and "LayerNorm" not in k)  # tuned layers were not reset to the installed ones
 
 
 def test_compacting_refuses_a_changed_text_tower_that_was_meant_to_be_locked(tmp_path, monkeypatch):
-    from snapsight.checkpoint import load_weights, save_weights
+    from snapsight.artifacts.files import load_weights, save_weights
 
     text_dir = _tiny_bert(tmp_path / "bert")
-    monkeypatch.setattr("snapsight.ssl.align.resolve_text_encoder", lambda spec="minilm": text_dir)
+    monkeypatch.setattr("snapsight.align.run.resolve_text_encoder", lambda spec="minilm": text_dir)
+    monkeypatch.setattr("snapsight.models.default.resolve_text_encoder", lambda spec="minilm": text_dir)
     model_dir = _aligned(tmp_path, text_dir, 0)
     state = load_weights(model_dir / "open_clip_model.safetensors")
-    key = next(k for k in state if k.startswith(dm.TEXT_PREFIX) and state[k].is_floating_point())
+    key = next(k for k in state if k.startswith(default_asset.TEXT_PREFIX) and state[k].is_floating_point())
     state[key] = state[key] + 1
     save_weights(state, model_dir / "open_clip_model.safetensors")
     with pytest.raises(SnapsightError, match="not locked"):
-        dm.write_default_asset(model_dir, tmp_path / "asset", provenance={})
+        default_asset.write_default_asset(model_dir, tmp_path / "asset", provenance={})

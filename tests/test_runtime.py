@@ -25,7 +25,7 @@ def test_cache_root(monkeypatch, tmp_path):
     assert cache_root() == tmp_path / "xdg" / "snapsight"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache_root() == Path.home() / ".cache" / "snapsight"
-    from snapsight.ssl.features import default_cache_dir
+    from snapsight.probe.features import default_cache_dir
     from snapsight.zeroshot.index import default_cache_dir as index_cache_dir
 
     assert default_cache_dir().parent == index_cache_dir().parent == cache_root()

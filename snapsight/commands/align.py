@@ -40,8 +40,8 @@ def _flag_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..ssl import distributed as du
-    from ..ssl.align import load_align_config, run_alignment
+    from ..align.run import load_align_config, run_alignment
+    from ..train import distributed as du
 
     out = Path(args.out or "runs/align")
     config_path = args.config

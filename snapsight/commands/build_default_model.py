@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..default_model import build_default_model, default_model_dir
+    from ..default_model.build import build_default_model
+    from ..models.default import default_model_dir
 
     summary = build_default_model(
         args.work, args.out, encoder=args.encoder, pretrain_minutes=args.pretrain_minutes,

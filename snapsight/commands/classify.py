@@ -105,7 +105,7 @@ def _is_probe_classifier(model: str | None) -> bool:
     if not model or not Path(model).is_dir():
         return False
     try:
-        from ..ssl.probe import is_classifier_dir
+        from ..artifacts.classifier import is_classifier_dir
     except ImportError:
         return False
     return bool(is_classifier_dir(model))
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {problem}", file=sys.stderr)
 
     if _is_probe_classifier(args.model):
-        from ..ssl.probe import load_classifier
+        from ..probe.classifier import load_classifier
 
         probe = load_classifier(args.model, device=args.device)
         predict = lambda imgs: _probe_results(probe, imgs, cfg.top_k)  # noqa: E731

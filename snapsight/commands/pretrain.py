@@ -65,7 +65,7 @@ def _undo_failed_start(out: Path, enabled: bool = True) -> Iterator[None]:
     """On an exception before training made progress (no new checkpoint, no metrics logged), put ``out``
     back as it was: remove it if this call created it, else remove only the entries this call added and
     restore ``config.yaml``. A failure after progress keeps everything (the metrics explain it)."""
-    from ..ssl.train import latest_checkpoint
+    from ..train.loop import latest_checkpoint
 
     existed = out.is_dir()
     before = {p.name for p in out.iterdir()} if existed else set()
@@ -101,10 +101,10 @@ def run(args: argparse.Namespace) -> int:
     from ..data.sources import detect_kind, open_source
     from ..errors import SnapsightError
     from ..runtime import default_num_workers, seed_everything
-    from ..ssl import distributed as du
-    from ..ssl.monitor import KNNMonitor
     from ..ssl.simclr import PretrainConfig, SimCLRTask
-    from ..ssl.train import fit, setup_device
+    from ..train import distributed as du
+    from ..train.loop import fit, setup_device
+    from ..train.monitor import KNNMonitor
 
     overrides = _flag_overrides(args) + list(args.overrides)
     config_path = args.config

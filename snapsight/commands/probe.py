@@ -48,11 +48,11 @@ def check_encoder_spec(spec: str) -> None:
         elif name not in list_backbones():
             raise SnapsightError(f"--encoder {text}: unknown backbone '{name}'; known: {', '.join(list_backbones())}")
         return
-    from ..ssl.features import _parse_clip_spec, _refuse_wrong_kind
+    from ..models.encoders import _parse_clip_spec, _refuse_wrong_kind
 
     if text.startswith("clip:"):
         _parse_clip_spec(text)  # only clip:default is known
-        from ..default_model import default_model_dir
+        from ..models.default import default_model_dir
 
         default_model_dir()  # raises with how to build the weights when they are missing
         return
@@ -69,7 +69,7 @@ def check_encoder_spec(spec: str) -> None:
     if any((folder / "open_clip_config.json").is_file() for folder in (path, path / "model")):
         return  # an open_clip folder or a `snapsight align` run
     _refuse_wrong_kind(path)  # missing, a bare file, a classifier: the loader's own sentences
-    from ..checkpoint import find_encoder_dir
+    from ..artifacts.encoder import find_encoder_dir
 
     find_encoder_dir(path)  # one sentence when the folder holds no snapsight encoder
 
@@ -80,7 +80,7 @@ def _check_openclip_spec(text: str) -> None:
     from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
 
     from ..errors import SnapsightError
-    from ..ssl.features import _parse_clip_spec
+    from ..models.encoders import _parse_clip_spec
 
     name, pretrained = _parse_clip_spec(text)
     if Path(name).expanduser().exists():
@@ -105,7 +105,7 @@ def _check_openclip_spec(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from ..ssl.probe import ProbeConfig, run_probe
+    from ..probe.run import ProbeConfig, run_probe
 
     flags = [("encoder", args.encoder), ("train", args.train), ("val", args.val), ("test", args.test),
              ("mode", args.mode), ("labels_fraction", args.labels_fraction), ("out", args.out),

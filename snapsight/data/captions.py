@@ -40,7 +40,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SnapsightError
+from .emoji import render_all_emoji
 from .images import iter_image_files, open_image
+from .labeled import is_hf_dataset_dir, load_labeled
 
 IMAGE_KEYS = ("filepath", "image", "image_path", "path", "file", "filename", "img", "url")
 CAPTION_KEYS = ("title", "caption", "captions", "text", "sentence", "description", "alt_text")
@@ -304,7 +306,6 @@ def emoji_pairs(
     group_offset: int = 0,
 ) -> PairDataset:
     """Rendered colour emoji captioned with their names and synonyms; each emoji is its own group."""
-    from .emoji import render_all_emoji
 
     images, kept = render_all_emoji(list(emojis) if emojis is not None else None, size=size)
     captions = [tuple(dict.fromkeys(t.format(n) for t in templates for n in e.names)) for e in kept]
@@ -340,7 +341,6 @@ def open_pairs(
     synonyms: Mapping[str, Sequence[str]] | None = None,
 ) -> PairDataset:
     """Open one pairs source, detecting its kind from ``spec`` (see the module docstring)."""
-    from .labeled import is_hf_dataset_dir, load_labeled
 
     s = str(spec)
     if s == "emoji":

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SnapsightError
+from .fashion_mnist import _FILES, FASHION_MNIST_CLASSES, fashion_mnist_root, is_fashion_mnist_dir, load_fashion_mnist
 from .images import IMAGE_EXTENSIONS, iter_image_files, open_image
 
 PATH_KEYS = ("path", "file", "filename", "image", "image_path", "filepath")
@@ -299,7 +300,6 @@ def load_hf_dataset(path: str | os.PathLike, split: str | None = None,
 
 def load_fashion_mnist_labeled(split: str = "train", root: str | os.PathLike | None = None) -> LabeledDataset:
     """Fashion-MNIST ``split`` as 28x28 grey images (opened through open_image as RGB)."""
-    from .fashion_mnist import FASHION_MNIST_CLASSES, _FILES, fashion_mnist_root, load_fashion_mnist
 
     images, labels = load_fashion_mnist(split, root)
     base = fashion_mnist_root(root)
@@ -330,7 +330,6 @@ def _split_suffix(spec: str) -> tuple[str, str | None]:
 
 def load_labeled(spec: str | os.PathLike) -> LabeledDataset:
     """Load a labeled source, detecting its kind from ``spec`` (see the module docstring)."""
-    from .fashion_mnist import is_fashion_mnist_dir
 
     base, split = _split_suffix(str(spec))
     if base == "fashion-mnist":

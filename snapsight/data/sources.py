@@ -22,7 +22,7 @@ an ``IterableDataset``), so corpora larger than memory train too. Unreadable fil
 reported (``source.skipped``); a source fails only when nothing in it is usable.
 
 Loaders are deterministic per ``(seed, epoch)`` and support ``set_epoch`` / ``skip_batches`` so that
-``snapsight.ssl.train.fit`` resumes exactly; under DDP each process gets its own slice of every global batch.
+``snapsight.train.loop.fit`` resumes exactly; under DDP each process gets its own slice of every global batch.
 """
 from __future__ import annotations
 

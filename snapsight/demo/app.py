@@ -37,11 +37,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
 import gradio as gr  # noqa: E402
 
-from snapsight.data.images import MAX_IMAGE_PIXELS, open_image  # noqa: E402
-from snapsight.demo.batching import MicroBatcher  # noqa: E402
-from snapsight.demo.examples import EXAMPLES_DIR, example_files  # noqa: E402
-from snapsight.demo.models import ModelCache, ModelSpec, probe_cache, zeroshot_cache  # noqa: E402
-from snapsight.errors import ImageError, SnapsightError  # noqa: E402
+from snapsight.data.images import MAX_IMAGE_PIXELS, open_image
+from snapsight.demo.batching import MicroBatcher
+from snapsight.demo.examples import EXAMPLES_DIR, example_files
+from snapsight.demo.models import ModelCache, ModelSpec, probe_cache, zeroshot_cache
+from snapsight.errors import ImageError, SnapsightError
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def _answer(future: Any) -> Any:
 def _template_choices() -> list[str]:
     """Template set names for the dropdown, ``default`` first."""
     try:
-        from snapsight.zeroshot import TEMPLATE_SETS
+        from snapsight.zeroshot.prompts import TEMPLATE_SETS
     except ImportError:
         return ["default"]
     return ["default"] + [name for name in TEMPLATE_SETS if name != "default"]
@@ -145,7 +145,7 @@ def _template_choices() -> list[str]:
 def _prompts(templates: str | None) -> tuple[str, ...]:
     """The prompt templates of a template set, for the heatmap's text embedding."""
     try:
-        from snapsight.zeroshot import resolve_templates
+        from snapsight.zeroshot.prompts import resolve_templates
 
         return tuple(resolve_templates(templates or "default"))
     except (ImportError, SnapsightError):
@@ -221,7 +221,7 @@ class DemoApp:
     # -------------------------------------------------------------- handlers
     def _parse_labels(self, text: str | None) -> tuple[str, int]:
         """Validate the labels text; returns (the text, number of labels). Notes become page warnings."""
-        from snapsight.zeroshot import parse_labels
+        from snapsight.zeroshot.prompts import parse_labels
 
         try:
             labels, notes = parse_labels(text or "")
@@ -328,7 +328,7 @@ class DemoApp:
         if len(files) > self.cfg.max_images:
             raise UserError(f"{len(files)} images is more than the {self.cfg.max_images} allowed per request.")
         try:
-            from snapsight.ssl.probe import is_classifier_dir
+            from snapsight.artifacts.classifier import is_classifier_dir
 
             if not is_classifier_dir(path):
                 raise UserError(f"{path} is not a classifier folder saved by `snapsight probe`.")

@@ -3,7 +3,7 @@
 :class:`ModelSpec` names a zero-shot model the way the CLI does (``model=None`` is the offline default
 of :mod:`snapsight.default_model`); :class:`ModelCache` loads each spec once through the public
 :meth:`snapsight.zeroshot.ZeroShotClassifier.load` (probe classifiers through
-:func:`snapsight.ssl.probe.load_classifier`), keeps the ``max_models`` most recently used, and makes
+:func:`snapsight.probe.run.load_classifier`), keeps the ``max_models`` most recently used, and makes
 concurrent requests for a model that is still loading wait for that one load instead of starting another.
 """
 from __future__ import annotations
@@ -33,13 +33,13 @@ class ModelSpec:
 
 
 def _load_zeroshot(spec: ModelSpec, device: str) -> Any:
-    from snapsight.zeroshot import ZeroShotClassifier
+    from snapsight.zeroshot.classify import ZeroShotClassifier
 
     return ZeroShotClassifier.load(spec.model, pretrained=spec.pretrained, device=device)
 
 
 def _load_probe(path: str, device: str) -> Any:
-    from snapsight.ssl.probe import load_classifier
+    from snapsight.probe.classifier import load_classifier
 
     return load_classifier(path, device=device)
 

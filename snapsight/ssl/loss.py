@@ -6,7 +6,7 @@ other view of the same image) and ``2n - 2`` negatives (every view of every othe
     l(i, j) = -log( exp(sim(z_i, z_j) / t) / sum_{k != i} exp(sim(z_i, z_k) / t) )
 
 with ``sim`` the cosine similarity; the loss is the mean of ``l`` over all ``2n`` anchors. Under DDP the
-candidates are gathered from every process (:func:`snapsight.ssl.distributed.gather_with_grad`), so the
+candidates are gathered from every process (:func:`snapsight.train.distributed.gather_with_grad`), so the
 negatives come from the whole global batch while each process keeps its own anchors.
 """
 from __future__ import annotations

@@ -12,13 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import ENCODER_SUBDIR, save_encoder
+from ..artifacts.encoder import ENCODER_SUBDIR, save_encoder
+from ..backbones import create_backbone
+from ..errors import ConfigError
 from ..preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from ..train.distributed import gather_with_grad, get_rank, is_distributed
+from ..train.loop import TrainConfig
 from .augment import AugmentConfig, SimCLRViewTransform
-from .distributed import gather_with_grad, get_rank, is_distributed
 from .heads import SimCLRProjectionHead
 from .loss import nt_xent_loss
-from .train import TrainConfig
 
 FASHION_MNIST_MEAN = (0.2860, 0.2860, 0.2860)
 FASHION_MNIST_STD = (0.3530, 0.3530, 0.3530)
@@ -64,7 +66,7 @@ class PretrainConfig:
 
 
 class SimCLRTask(nn.Module):
-    """Backbone + projection head + two-view transform + NT-Xent, as a :mod:`snapsight.ssl.train` task.
+    """Backbone + projection head + two-view transform + NT-Xent, as a :mod:`snapsight.train.loop` task.
 
     ``training_step({"images": uint8 (batch, C, H, W), ...}) -> {"loss"}``; ``export(run_dir)`` writes
     ``run_dir/encoder`` (backbone weights + preprocessing), which ``load_encoder(run_dir)`` reads.
@@ -84,8 +86,6 @@ class SimCLRTask(nn.Module):
     @classmethod
     def from_config(cls, model_cfg: ModelConfig, augment_cfg: AugmentConfig,
                     export_meta: dict[str, Any] | None = None) -> "SimCLRTask":
-        from ..backbones import create_backbone
-        from ..errors import ConfigError
 
         if model_cfg.proj_layers < 1:
             raise ConfigError(f"model.proj_layers must be at least 1, got {model_cfg.proj_layers}")

@@ -27,24 +27,24 @@ from .prompts import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..models.clip import LoadedClip, load_clip
     from .classify import ZeroShotClassifier, ZeroShotConfig, ZeroShotResult
-    from .models import LoadedClip, load_clip
 
 _LAZY = {
-    "ZeroShotClassifier": "classify",
-    "ZeroShotConfig": "classify",
-    "ZeroShotResult": "classify",
-    "LoadedClip": "models",
-    "load_clip": "models",
+    "ZeroShotClassifier": "snapsight.zeroshot.classify",
+    "ZeroShotConfig": "snapsight.zeroshot.classify",
+    "ZeroShotResult": "snapsight.zeroshot.classify",
+    "LoadedClip": "snapsight.models.clip",
+    "load_clip": "snapsight.models.clip",
 }
 
 
 def __getattr__(name: str) -> Any:
-    # classify/models pull in torch, open_clip and (on first index) faiss; label parsing should not.
+    # classify and models.clip pull in torch, open_clip and (on first index) faiss; label parsing should not.
     if name in _LAZY:
         import importlib
 
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        module = importlib.import_module(_LAZY[name])
         return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

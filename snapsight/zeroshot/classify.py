@@ -27,9 +27,9 @@ from PIL import Image
 
 from ..data.images import open_image
 from ..errors import SnapsightError
+from ..models.clip import LoadedClip, encode_text_trimmed, load_clip, token_lengths
 from ..runtime import resolve_device
 from .index import IndexConfig, LabelIndex, cache_key, load_or_build_index
-from .models import LoadedClip, encode_text_trimmed, load_clip, token_lengths
 from .prompts import LabelSet, load_label_set, mean_prompt_embeddings, resolve_templates
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def _short(text: str, n: int = 30) -> str:
 
 
 class ZeroShotClassifier:
-    """Zero-shot classifier over any CLIP model (see :func:`snapsight.zeroshot.models.load_clip`).
+    """Zero-shot classifier over any CLIP model (see :func:`snapsight.models.clip.load_clip`).
 
     Example::
 
@@ -228,7 +228,7 @@ class ZeroShotClassifier:
         """Normalised embeddings ``(n, dim)`` of token rows ``(n, context_length)``.
 
         Rows are sorted by length and batched, so each batch runs at its own longest prompt's length
-        (see :func:`~snapsight.zeroshot.models.encode_text_trimmed`), not at the full context.
+        (see :func:`~snapsight.models.clip.encode_text_trimmed`), not at the full context.
         """
         bs = batch_size or self.config.text_batch_size
         order = torch.argsort(token_lengths(self.bundle, tokens), stable=True)

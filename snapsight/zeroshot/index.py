@@ -39,6 +39,8 @@ logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # "Successfully loa
 import faiss  # noqa: E402
 import torch
 
+from ..runtime import cache_root
+
 log = logging.getLogger(__name__)
 
 INDEX_FORMAT_VERSION = 1
@@ -156,7 +158,6 @@ def cache_key(parts: dict[str, Any]) -> str:
 
 def default_cache_dir() -> Path:
     """``label-index`` under :func:`snapsight.runtime.cache_root` (default ``~/.cache/snapsight/label-index``)."""
-    from ..runtime import cache_root
 
     return cache_root() / "label-index"
 

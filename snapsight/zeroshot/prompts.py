@@ -25,10 +25,12 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
+import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+from torch import nn
 
 from ..errors import SnapsightError
 
@@ -326,3 +328,31 @@ def mean_prompt_embeddings(prompt_emb: torch.Tensor, owners: Sequence[int], num_
     sums = torch.zeros(num_labels, prompt_emb.shape[1], dtype=torch.float32, device=prompt_emb.device)
     sums.index_add_(0, owner, prompt_emb.float())
     return torch.nn.functional.normalize(sums, dim=-1)  # mean and sum have the same direction
+
+
+@torch.no_grad()
+def text_embeddings(model: nn.Module, tokenizer: Any, labels: Sequence[Sequence[str]], templates: Sequence[str],
+                    batch_size: int = 256) -> torch.Tensor:
+    """One L2-normalised embedding per label: the mean over its wordings x templates (CLIP prompt
+    ensembling). ``labels[c]`` lists class ``c``'s wordings. Returns ``(num_labels, dim)``."""
+    device = next(model.parameters()).device
+    prompts, owner = [], []
+    for c, wordings in enumerate(labels):
+        for w in wordings:
+            for t in templates:
+                prompts.append(t.format(w))
+                owner.append(c)
+    feats = []
+    for i in range(0, len(prompts), batch_size):
+        feats.append(F.normalize(model.encode_text(tokenizer(prompts[i:i + batch_size]).to(device)).float(), dim=-1))
+
+    return mean_prompt_embeddings(torch.cat(feats), owner, len(labels))
+
+
+@torch.no_grad()
+def image_embeddings(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Preprocessed ``(N, 3, S, S)`` -> L2-normalised ``(N, dim)``."""
+    device = next(model.parameters()).device
+    out = [F.normalize(model.encode_image(images[i:i + batch_size].to(device)).float(), dim=-1)
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out)

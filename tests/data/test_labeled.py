@@ -5,13 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from snapsight.data.labeled import (
-    align_classes,
-    check_classes,
-    load_labeled,
-    stratified_fraction,
-    stratified_split,
-)
+from snapsight.data.labeled import align_classes, check_classes, load_labeled, stratified_fraction, stratified_split
 from snapsight.errors import ImageError, SnapsightError
 
 
@@ -99,7 +93,7 @@ def test_hf_dataset_keeps_classlabel_names(tmp_path):
 
 
 def test_fashion_mnist_source():
-    from snapsight.data.fashion_mnist import is_fashion_mnist_dir, DEBIAN_PATH
+    from snapsight.data.fashion_mnist import DEBIAN_PATH, is_fashion_mnist_dir
 
     if not is_fashion_mnist_dir(DEBIAN_PATH):
         pytest.skip("dataset-fashion-mnist not installed")

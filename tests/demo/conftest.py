@@ -41,7 +41,7 @@ def zeroshot_api():
 @pytest.fixture(scope="session")
 def tiny_probe_dir(tmp_path_factory):
     """A 3-class linear classifier on a random small_cnn, saved the way `snapsight probe` saves it."""
-    probe = pytest.importorskip("snapsight.ssl.probe")
+    probe = pytest.importorskip("snapsight.probe.run")
     import torch
 
     from snapsight.backbones import create_backbone

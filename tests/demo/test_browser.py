@@ -31,7 +31,7 @@ def page_url(demo_server, tmp_path_factory):
     """(url, screenshot path): the offline default model when it is built, and then the README's screenshot;
     else the tiny test model, whose (meaningless) page is shot to a temporary file instead."""
     try:
-        from snapsight.default_model import default_model_dir
+        from snapsight.models.default import default_model_dir
 
         default_model_dir()
     except Exception:  # noqa: BLE001 - not built here: the tiny model's page is just as good a test

@@ -48,11 +48,11 @@ def test_demo_command_serves_and_stops(tiny_clip_dir, zeroshot_api, tmp_path):
 
 def test_missing_default_model_is_one_clear_line(capsys, monkeypatch, tmp_path):
     """A machine without the default weights (no package asset, no user build) gets one clear line."""
-    import snapsight.default_model as dm
+    from snapsight.models import default as default_asset
 
     monkeypatch.delenv("SNAPSIGHT_DEFAULT_MODEL_ASSET", raising=False)
-    monkeypatch.setattr(dm, "ASSET_DIR", tmp_path / "no-asset")
-    monkeypatch.setattr(dm, "built_asset_dir", lambda: tmp_path / "no-build")
+    monkeypatch.setattr(default_asset, "ASSET_DIR", tmp_path / "no-asset")
+    monkeypatch.setattr(default_asset, "built_asset_dir", lambda: tmp_path / "no-build")
     from snapsight.cli import main
 
     assert main(["demo", "--port", str(free_port())]) == 2  # fails while loading, before serving anything

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from snapsight import load_encoder
+from snapsight.backbones import load_encoder
 from snapsight.cli import main
 
 TINY = ["--image-size", "8", "--batch-size", "8", "--set", "model.backbone_kwargs.widths=[4,8]",

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from snapsight.errors import ImageError, SnapsightError
-from snapsight.zeroshot import ZeroShotClassifier, ZeroShotConfig, ZeroShotResult
-from snapsight.zeroshot.classify import multi_label_probs
+from snapsight.zeroshot.classify import ZeroShotClassifier, ZeroShotConfig, ZeroShotResult, multi_label_probs
 from snapsight.zeroshot.index import IndexConfig
 from snapsight.zeroshot.prompts import TEMPLATE_SETS
 

@@ -1,11 +1,10 @@
 import csv
 import io
 import json
-import sys
-import types
 
 import pytest
 
+import snapsight.probe.classifier  # noqa: F401 - bound before tests patch artifacts.classifier
 from snapsight.cli import main
 
 from .conftest import random_images
@@ -106,10 +105,8 @@ def test_probe_classifier_folder(capsys, image_folder, tmp_path, monkeypatch):
         def predict(self, images, top_k=5):
             return [[("shoe", 0.75), ("shirt", 0.25)][:top_k] for _ in images]
 
-    fake = types.ModuleType("snapsight.ssl.probe")
-    fake.is_classifier_dir = lambda path: str(path) == str(clf_dir)
-    fake.load_classifier = lambda path, device="auto": FakeClassifier()
-    monkeypatch.setitem(sys.modules, "snapsight.ssl.probe", fake)
+    monkeypatch.setattr("snapsight.artifacts.classifier.is_classifier_dir", lambda path: str(path) == str(clf_dir))
+    monkeypatch.setattr("snapsight.probe.classifier.load_classifier", lambda path, device="auto": FakeClassifier())
     code, out, _ = _run(capsys, ["classify", str(image_folder / "a.png"), "--model", str(clf_dir),
                                  "--format", "json", "--no-progress"])
     assert code == 0
@@ -131,14 +128,12 @@ def test_probe_classifier_refuses_zero_shot_options(capsys, image_folder, tmp_pa
     """--threshold, --multi-label, --labels, --templates were silently ignored with a trained classifier."""
     clf_dir = tmp_path / "probe-run"
     clf_dir.mkdir()
-    fake = types.ModuleType("snapsight.ssl.probe")
-    fake.is_classifier_dir = lambda path: str(path) == str(clf_dir)
+    monkeypatch.setattr("snapsight.artifacts.classifier.is_classifier_dir", lambda path: str(path) == str(clf_dir))
 
     def load_classifier(path, device="auto"):
         raise AssertionError("the classifier was loaded before the options were checked")
 
-    fake.load_classifier = load_classifier
-    monkeypatch.setitem(sys.modules, "snapsight.ssl.probe", fake)
+    monkeypatch.setattr("snapsight.probe.classifier.load_classifier", load_classifier)
     code, out, err = _run(capsys, ["classify", str(image_folder / "a.png"), "--model", str(clf_dir),
                                    "--no-progress", *argv])
     assert code == 2 and out == ""
@@ -151,7 +146,8 @@ def test_real_probe_classifier_folder(capsys, image_folder, tmp_path):
     options (--top-k, --format, --batch-size) still apply."""
     from snapsight.backbones import create_backbone
     from snapsight.preprocessing import Preprocessing
-    from snapsight.ssl.probe import LinearProbe, save_classifier
+    from snapsight.probe.classifier import save_classifier
+    from snapsight.probe.heads import LinearProbe
 
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
@@ -160,9 +156,9 @@ def test_real_probe_classifier_folder(capsys, image_folder, tmp_path):
             "num_features": encoder.num_features, "image_size": 12}
     save_classifier(tmp_path / "clf", encoder, arch, LinearProbe(encoder.num_features, 3), ["ant", "bee", "cow"],
                     Preprocessing(image_size=12, mean=(0.5,) * 3, std=(0.5,) * 3), "linear")
-    code, out, _ = _run(capsys, ["classify", str(image_folder), "--model", str(tmp_path / "clf"), "--top-k", "2",
+    code, out, err = _run(capsys, ["classify", str(image_folder), "--model", str(tmp_path / "clf"), "--top-k", "2",
                                  "--format", "json", "--batch-size", "1", "--no-progress", "--device", "cpu"])
-    assert code == 0
+    assert code == 0, err
     items = json.loads(out)
     assert len(items) == 2 and all(len(i["labels"]) == 2 and set(i["labels"]) <= {"ant", "bee", "cow"}
                                    for i in items)

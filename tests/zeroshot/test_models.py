@@ -1,13 +1,11 @@
 import json
 import shutil
-import sys
-import types
 
 import pytest
 import torch
 
 from snapsight.errors import SnapsightError
-from snapsight.zeroshot.models import HFCLIPAdapter, encode_text_trimmed, load_clip, token_lengths
+from snapsight.models.clip import HFCLIPAdapter, encode_text_trimmed, load_clip, token_lengths
 
 from .conftest import TINY_OPEN_CLIP_CFG, random_images
 
@@ -157,17 +155,9 @@ def test_offline_missing_model_gives_one_sentence(offline, tmp_path, model, pret
     assert "download" in msg and "pass" in msg
 
 
-def test_default_model_missing_module_is_explained(monkeypatch):
-    monkeypatch.setitem(sys.modules, "snapsight.default_model", None)  # import raises ImportError
-    with pytest.raises(SnapsightError, match="default model"):
-        load_clip(None)
-
-
 def test_default_model_dir_is_used(monkeypatch, tiny_open_clip_dir):
-    fake = types.ModuleType("snapsight.default_model")
-    fake.default_model_dir = lambda: tiny_open_clip_dir
-    fake.DEFAULT_MODEL_NAME = "snapsight-default-test"
-    monkeypatch.setitem(sys.modules, "snapsight.default_model", fake)
+    monkeypatch.setattr("snapsight.models.clip.default_model_dir", lambda: tiny_open_clip_dir)
+    monkeypatch.setattr("snapsight.models.clip.DEFAULT_MODEL_NAME", "snapsight-default-test")
     bundle = load_clip(None)
     assert bundle.info["name"] == "snapsight-default-test"
     assert bundle.info["source"] == str(tiny_open_clip_dir)
@@ -179,7 +169,7 @@ def test_trimmed_encoding_for_custom_text_clip_and_fallbacks():
     from open_clip.model import CustomTextCLIP
     from open_clip.tokenizer import SimpleTokenizer
 
-    from snapsight.zeroshot.models import LoadedClip, _open_clip_text_parts
+    from snapsight.models.clip import LoadedClip, _open_clip_text_parts
 
     torch.manual_seed(0)
     model = CustomTextCLIP(**json.loads(json.dumps(TINY_OPEN_CLIP_CFG))).eval()

@@ -1,0 +1,18 @@
+"""The offline default zero-shot model: what ``classify`` and the demo use when no ``--model`` is given.
+
+It is small and honest about it: a ResNet-10-T image tower (32 px), SimCLR-pretrained on Fashion-MNIST and
+aligned with the bundled all-MiniLM-L6-v2 sentence encoder on Fashion-MNIST images captioned with many
+everyday wordings plus ~1,200 colour emoji captioned with their Unicode names. It knows clothing and, roughly,
+emoji-like pictures of everyday things; real photos need a pretrained CLIP (``--model ViT-B-32 --pretrained
+laion2b_s34b_b79k``).
+
+- :mod:`.wordings`: the training captions and the held-out wording lists the evaluation uses;
+- :mod:`.build`: the build (``snapsight build-default-model``);
+- :mod:`snapsight.models.default`: the committed asset and its assembly into an open_clip folder.
+"""
+from ..models.default import DEFAULT_MODEL_NAME, default_model_dir, find_default_asset
+from .build import build_default_model, default_align_config, default_pairs
+from .wordings import EVAL_WORDINGS, TEST_WORDINGS, TRAIN_WORDINGS, heldout_phrases
+
+__all__ = ["DEFAULT_MODEL_NAME", "EVAL_WORDINGS", "TEST_WORDINGS", "TRAIN_WORDINGS", "build_default_model",
+           "default_align_config", "default_model_dir", "default_pairs", "find_default_asset", "heldout_phrases"]

