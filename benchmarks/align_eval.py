@@ -15,7 +15,7 @@ Measures, each beside chance and beside a linear probe on the same image encoder
 
 Run (after `snapsight build-default-model`)::
 
-    python benchmarks/align_eval.py --work /work/runs/align/eval
+    python benchmarks/align_eval.py --work runs/align/eval
 
 While tuning a recipe, score only the development list and skip the slow parts::
 
@@ -36,28 +36,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snapsight.align.run import (
-    find_clip_dir,
-    image_embeddings,
-    load_clip_dir,
-    run_alignment,
-    text_embeddings,
-)
+from snapsight.align import run_alignment
+from snapsight.artifacts.clip_dir import find_clip_dir, load_clip_dir
 from snapsight.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from snapsight.default_model import build, wordings
 from snapsight.models import default as default_asset
+from snapsight.zeroshot.prompts import TEMPLATE_SETS, image_embeddings, text_embeddings
 
 log = logging.getLogger("align_eval")
 
 
 def eval_templates() -> list[str]:
-    try:
-        from snapsight.zeroshot.prompts import TEMPLATE_SETS
-
-        return list(TEMPLATE_SETS["default"])
-    except ImportError:  # the zero-shot helper's default set, spelled out
-        return ["a photo of a {}.", "itap of a {}.", "a bad photo of the {}.", "a origami {}.",
-                "a photo of the large {}.", "a {} in a video game.", "art of the {}.", "a photo of the small {}."]
+    return list(TEMPLATE_SETS["default"])
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -225,8 +215,8 @@ def align_variant(encoder: str, out_dir: Path, lock: str = "text", holdout: Sequ
     if (model_dir / "open_clip_config.json").is_file():
         return model_dir
     pairs, info = build.default_pairs(holdout_classes=holdout, seed=seed)
-    cfg = build.default_align_config(encoder, lock=lock, steps=steps, max_minutes=minutes, device="cpu", seed=seed,
-                                  batch_size=batch_size)
+    cfg = build.default_align_config(encoder, steps=steps, max_minutes=minutes, device="cpu", seed=seed,
+                                     overrides=[("lock", lock), ("train.batch_size", batch_size)])
     cfg.train.progress = False
     result = run_alignment(cfg, out_dir, pairs=pairs, extra_meta={"pairs_info": info | {
         "emoji_held_out": info["emoji_held_out"]}})
@@ -250,9 +240,9 @@ def pct(x: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="aligned model folder (default: the offline default model)")
-    ap.add_argument("--encoder", default="/work/runs/align/default/pretrain",
+    ap.add_argument("--encoder", default="runs/default-model/pretrain",
                     help="the SimCLR encoder the model started from (probe baseline, extra models)")
-    ap.add_argument("--work", default="/work/runs/align/eval")
+    ap.add_argument("--work", default="runs/align/eval")
     ap.add_argument("--probe-train", type=int, default=10000, help="Fashion-MNIST train images for the linear probes")
     ap.add_argument("--holdout-classes", default="Sandal,Bag")
     ap.add_argument("--holdout-steps", type=int, default=150)

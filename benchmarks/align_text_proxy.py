@@ -35,7 +35,7 @@ def enc(texts):
     new = [t for t in dict.fromkeys(texts) if t not in _cache]
     if new:
         if _model is None:
-            from snapsight.align.run import load_clip_dir
+            from snapsight.artifacts.clip_dir import load_clip_dir
             m, _, tok = load_clip_dir(default_asset.default_model_dir())
             _model = (m, tok)
         m, tok = _model

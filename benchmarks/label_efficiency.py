@@ -16,7 +16,7 @@ Rows (one run, one seed):
 Parts can run separately (``--parts``); results merge into ``OUT/results.json`` and the table is rewritten
 from all of them, so the baselines can run before the SSL encoder exists. Run from the repository root::
 
-    python -m benchmarks.label_efficiency --encoder /work/runs/ssl/fmnist-bench --out runs/label-efficiency
+    python -m benchmarks.label_efficiency --encoder runs/ssl/fmnist-bench --out runs/label-efficiency
 """
 from __future__ import annotations
 
@@ -202,7 +202,7 @@ def render(results: dict, fractions) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--encoder", default="/work/runs/ssl/fmnist-bench", help="SSL encoder (run dir / encoder dir / random:...)")
+    p.add_argument("--encoder", default="runs/ssl/fmnist-bench", help="SSL encoder (run dir / encoder dir / random:...)")
     p.add_argument("--parts", default="pixels,ssl,supervised,finetune", help="comma list: pixels, ssl, supervised, finetune")
     p.add_argument("--fractions", default="0.01,0.1,1.0")
     p.add_argument("--ft-fractions", default="0.01,0.1", help="fractions for ssl-finetune (100%% is slow on CPU)")

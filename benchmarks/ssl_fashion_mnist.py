@@ -13,7 +13,7 @@ Snapshots are exports from the *same* run, taken while its learning rate is stil
 run stopped at that time gives, not what a run scheduled for that budget would give. The number of epochs
 is chosen from a short throughput calibration so the cosine schedule ends near the budget.
 
-    .venv/bin/python benchmarks/ssl_fashion_mnist.py --budget-minutes 30 --out /work/runs/ssl/fmnist-bench
+    .venv/bin/python benchmarks/ssl_fashion_mnist.py --budget-minutes 30 --out runs/ssl/fmnist-bench
 
 Writes OUT/benchmark/{results.json, table.md, accuracy_vs_time.png}; OUT itself is a normal
 ``snapsight pretrain`` run directory (``--encoder OUT`` works everywhere).
@@ -34,19 +34,22 @@ def calibrate(config: str, threads: int, steps: int = 8) -> float:
     """Training images/s of the config's SimCLR step on this machine right now."""
     from snapsight.config import load_config
     from snapsight.data.fashion_mnist import load_fashion_mnist
+    from snapsight.runtime import autocast_dtype
     from snapsight.ssl.simclr import PretrainConfig, SimCLRTask
-    from snapsight.train.loop import build_optimizer, default_param_groups
+    from snapsight.train.optim import build_optimizer, default_param_groups
 
     torch.set_num_threads(threads)
     cfg = load_config(PretrainConfig, config)
     images = torch.from_numpy(load_fashion_mnist("train")[0][:cfg.train.batch_size].copy()).unsqueeze(1)
     task = SimCLRTask.from_config(cfg.model, cfg.augment)
     opt = build_optimizer(default_param_groups(task, 0.0), cfg.train)
-    bf16 = cfg.train.precision == "bf16"
+    # the precision the training loop will use (auto: bf16 only where this CPU computes it natively)
+    precision = cfg.train.precision
+    amp = autocast_dtype(torch.device("cpu")) if precision == "auto" else {"bf16": torch.bfloat16}.get(precision)
     times = []
     for i in range(steps + 2):
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
             loss = task.training_step({"images": images})["loss"]
         loss.backward()
         opt.step()
@@ -87,7 +90,7 @@ def linear_probe(train_x, train_y, test_x, test_y, max_iter: int = 1000) -> tupl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/simclr-fashion-mnist.yaml")
-    ap.add_argument("--out", default="/work/runs/ssl/fmnist-bench")
+    ap.add_argument("--out", default="runs/ssl/fmnist-bench")
     ap.add_argument("--budget-minutes", type=float, default=30.0, help="pretraining wall-clock budget")
     ap.add_argument("--snapshots", default="10,20", help="also probe exports taken at these minutes")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy CPU)")
@@ -100,10 +103,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from snapsight.backbones import create_backbone, load_encoder
-    from snapsight.cli import main as cli_main
     from snapsight.config import load_config
     from snapsight.data.fashion_mnist import load_fashion_mnist
+    from snapsight.runtime import cpu_features
+    from snapsight.ssl.pretrain import load_pretrain_config, run_pretrain
     from snapsight.ssl.simclr import PretrainConfig
+    from snapsight.train.callbacks import Snapshots
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -113,7 +118,7 @@ def main() -> None:
     previous = out / "benchmark" / "results.json"
     results: dict = json.loads(previous.read_text()) if args.skip_pretrain and previous.is_file() else {}
     results.update({"config": args.config, "threads": args.threads, "cpu_count": os.cpu_count(),
-                     "budget_minutes": args.budget_minutes})
+                     "cpu_features": cpu_features(), "budget_minutes": args.budget_minutes})
     results["load_average_at_" + ("probes" if args.skip_pretrain else "start")] = os.getloadavg()
 
     if not args.skip_pretrain:
@@ -126,16 +131,13 @@ def main() -> None:
             print(f"calibration: {ips:.0f} images/s -> {epochs} epochs in {args.budget_minutes:g} min", flush=True)
         results["epochs"] = epochs
         t0 = time.perf_counter()
-        rc = cli_main(["pretrain", "--config", args.config, "--out", str(out), "--epochs", str(epochs),
-                       "--max-minutes", str(args.budget_minutes),
-                       "--set", f"train.snapshot_minutes=[{','.join(f'{m:g}' for m in snapshots)}]",
-                       "--set", f"train.num_threads={args.threads}", "--set", "train.progress=false",
-                       "--set", "train.log_every=20", "--set", "data.knn_bank_size=2000",
-                       "--set", "data.knn_query_size=500"])
+        run_cfg = load_pretrain_config(args.config, overrides=[
+            ("out", str(out)), ("train.epochs", epochs), ("train.max_minutes", args.budget_minutes),
+            ("train.num_threads", args.threads), ("train.progress", False), ("train.log_every", 20),
+            ("data.knn_bank_size", 2000), ("data.knn_query_size", 500)])
+        run_pretrain(run_cfg, callbacks=[Snapshots(snapshots)])
         results["pretrain_wall_s"] = round(time.perf_counter() - t0, 1)
         results["load_average_after_pretraining"] = os.getloadavg()  # (1, 5, 15 min): ~2 means a busy 2-core CPU
-        if rc not in (0,):
-            raise SystemExit(f"pretraining failed with status {rc}")
         if args.pretrain_only:
             bench.mkdir(parents=True, exist_ok=True)
             (bench / "results.json").write_text(json.dumps(results, indent=2))

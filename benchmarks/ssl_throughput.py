@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="lightly's DataLoader workers")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in the training process")
     ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    ap.add_argument("--out", default="/work/runs/ssl/throughput")
+    ap.add_argument("--out", default="runs/ssl/throughput")
     args = ap.parse_args()
 
     from lightly.loss import NTXentLoss

@@ -18,7 +18,7 @@ Measured in one run (``--quick`` shrinks everything for a smoke test):
 
 Run (writes a JSON + markdown table under --out)::
 
-    nice -n 5 .venv/bin/python benchmarks/zeroshot_vs_hf.py --out /work/runs/zeroshot/bench
+    nice -n 5 .venv/bin/python benchmarks/zeroshot_vs_hf.py --out runs/zeroshot/bench
 """
 from __future__ import annotations
 
@@ -296,7 +296,7 @@ def agreement(a: dict, b: dict) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="/work/runs/zeroshot/bench")
+    ap.add_argument("--out", default="runs/zeroshot/bench")
     ap.add_argument("--quick", action="store_true", help="tiny model and sizes: checks that the script runs")
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--labels", default="10,1000,21843")

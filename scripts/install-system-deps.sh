@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Debian packages snapsight's data, demo and tests use. Skips what is installed; explains when apt is missing.
-#   dataset-fashion-mnist   Fashion-MNIST idx files under /usr/share/datasets/fashion-mnist/
-#   fonts-noto-color-emoji  colour emoji rendered as images for the offline default model
-#   chromium                headless browser for the demo's browser test
+# Debian packages snapsight uses, in two sets. Skips what is installed; explains when apt is missing.
+#   install-system-deps.sh demo   what the library and the demo need:
+#     dataset-fashion-mnist   Fashion-MNIST idx files under /usr/share/datasets/fashion-mnist/
+#     fonts-noto-color-emoji  colour emoji rendered as images for the offline default model
+#   install-system-deps.sh test   the above, and what only the test suite needs:
+#     chromium                headless browser for the demo's browser test (about 400 MB)
 set -euo pipefail
-pkgs=(dataset-fashion-mnist fonts-noto-color-emoji chromium)
+case "${1:-demo}" in
+  demo) pkgs=(dataset-fashion-mnist fonts-noto-color-emoji) ;;
+  test) pkgs=(dataset-fashion-mnist fonts-noto-color-emoji chromium) ;;
+  *) echo "usage: $0 [demo|test]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

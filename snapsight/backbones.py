@@ -25,6 +25,7 @@ from torch import nn
 
 from .artifacts.encoder import CONFIG_NAME, WEIGHTS_NAME, find_encoder_dir
 from .artifacts.files import load_weights, read_json
+from .artifacts.spec import RANDOM_PREFIX, parse_model_spec
 from .errors import SnapsightError
 from .preprocessing import Preprocessing
 
@@ -43,12 +44,22 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY) + ["timm:<model_name>"]
 
 
+def check_backbone_name(name: str) -> None:
+    """Raise one :class:`SnapsightError` sentence when ``name`` is neither registered nor a known ``timm:`` model."""
+    if name.startswith("timm:"):
+        import timm
+
+        if name[len("timm:"):] not in timm.list_models():
+            raise SnapsightError(f"unknown timm model '{name[len('timm:'):]}' (see timm.list_models())")
+    elif name not in _REGISTRY:
+        raise SnapsightError(f"unknown backbone '{name}'; known: {', '.join(list_backbones())}")
+
+
 def create_backbone(name: str, image_size: int = 224, **kwargs: Any) -> nn.Module:
     """Build backbone ``name`` (randomly initialised). ``image_size`` matters only for ViTs."""
+    check_backbone_name(name)
     if name.startswith("timm:"):
         return _timm_backbone(name[len("timm:"):], image_size=image_size, **kwargs)
-    if name not in _REGISTRY:
-        raise SnapsightError(f"unknown backbone '{name}'; known: {', '.join(list_backbones())}")
     return _REGISTRY[name](image_size=image_size, **kwargs)
 
 
@@ -136,8 +147,6 @@ def resnet50(image_size: int = 224) -> nn.Module:
 def _timm_backbone(model_name: str, image_size: int = 224, **kwargs: Any) -> nn.Module:
     import timm
 
-    if model_name not in timm.list_models():
-        raise SnapsightError(f"unknown timm model '{model_name}' (see timm.list_models())")
     if "vit" in model_name or "deit" in model_name:
         kwargs.setdefault("img_size", image_size)
     model = timm.create_model(model_name, pretrained=False, num_classes=0, **kwargs)
@@ -161,13 +170,11 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu"):
     ``random:<backbone>[@<image_size>]`` for a randomly initialised encoder (a baseline).
     """
 
-    spec = str(path)
-    if spec.startswith("random:"):
-        name, _, size = spec[len("random:"):].partition("@")
-        image_size = int(size) if size else 32
-        model = create_backbone(name, image_size=image_size)
-        prep = Preprocessing(image_size=image_size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-        meta = {"backbone": name, "backbone_kwargs": {}, "num_features": model.num_features,
+    if str(path).startswith(RANDOM_PREFIX):
+        spec = parse_model_spec(str(path), role="encoder")
+        model = create_backbone(spec.name, image_size=spec.image_size)
+        prep = Preprocessing(image_size=spec.image_size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+        meta = {"backbone": spec.name, "backbone_kwargs": {}, "num_features": model.num_features,
                 "preprocessing": prep.to_dict(), "random_init": True}
         return model.to(device).eval(), prep, meta
     enc_dir = find_encoder_dir(path)

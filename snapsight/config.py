@@ -1,8 +1,10 @@
 """Typed configs: YAML files parsed into dataclasses, with ``--set key=value`` overrides.
 
-Every recipe in ``configs/`` maps onto one dataclass (``PretrainConfig``, ``ProbeConfig``, ...).
-A misspelt key fails at load time with a message that names the key and lists the valid ones;
-an override must parse to the field's declared type. Nested dataclasses are addressed with dots
+Every recipe (``snapsight/recipes/*.yaml``, linked from ``configs/``, loadable by name) maps onto one
+dataclass (``PretrainConfig``, ``ProbeConfig``, ...). A misspelt key fails at load time with a message that
+names the key and lists the valid ones; an override must parse to the field's declared type, and a
+``Literal[...]`` field to one of its choices. Range checks live in the dataclass's ``__post_init__``
+(:func:`require`), so a config built in code is checked too. Nested dataclasses are addressed with dots
 (``--set optim.lr=0.3``).
 
 Example::
@@ -23,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import types
 import typing
 from pathlib import Path
@@ -34,6 +37,7 @@ from .artifacts.files import atomic_write_text
 from .errors import ConfigError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -63,10 +67,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError:
                 pass
-        raise ConfigError(f"config key '{key}': {value!r} does not match {_type_name(tp)}")
+        raise ConfigError(f"config key '{key}': {value!r} is not {_type_name(tp)}")
     if origin is typing.Literal:
-        if value not in get_args(tp):
-            raise ConfigError(f"config key '{key}': {value!r} is not one of {list(get_args(tp))}")
+        choices = get_args(tp)
+        if isinstance(value, bool) and ("on" in choices or "off" in choices):
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a boolean
+        if value not in choices:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(map(repr, choices))}")
         return value
     if origin in (list, tuple):
         if isinstance(value, str):
@@ -125,24 +132,42 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def _type_name(tp: Any) -> str:
+    """``bool | Literal["auto", "on"]`` -> ``"true/false or one of 'auto', 'on'"`` (for error messages)."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, get_args(tp)))
+    if tp is bool:
+        return "true/false"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and mistyped values."""
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and mistyped values.
+
+    A class may name keys it no longer has in ``RETIRED_KEYS = {key: why}``: those are skipped with a warning.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {data!r}")
     hints = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
+    retired = getattr(cls, "RETIRED_KEYS", {})
     kwargs = {}
     for key, value in data.items():
+        if key in retired and key not in names:
+            # config.yaml files saved beside older runs still name it; resuming them must keep working
+            log.warning("ignoring config key '%s%s': %s", prefix, key, retired[key])
+            continue
         if key not in names:
             raise ConfigError(f"unknown config key '{prefix}{key}'.{_suggest(key, names)}")
         kwargs[key] = _coerce(value, hints[key], prefix + key)
     try:
         return cls(**kwargs)
+    except ConfigError:
+        raise  # a range check in __post_init__ already names its key
     except (TypeError, ValueError) as e:
         raise ConfigError(f"invalid config{(' section ' + prefix.rstrip('.')) if prefix else ''}: {e}") from e
 
@@ -179,6 +204,13 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | tuple[str, A
                 raise ConfigError(f"override '{key}': '{part}' is not a section")
         node[parts[-1]] = value
     return data
+
+
+def require(ok: bool, key: str, must: str, value: Any) -> None:
+    """Raise ``ConfigError("<key> must <must>, got <value>")`` unless ``ok``: the one-line range check that
+    config classes run in ``__post_init__``, e.g. ``require(n >= 1, "model.proj_layers", "be at least 1", n)``."""
+    if not ok:
+        raise ConfigError(f"{key} must {must}, got {value!r}")
 
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"

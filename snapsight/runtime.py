@@ -49,8 +49,48 @@ def default_num_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed-precision dtype for ``device``: fp16 on CUDA (bf16 where supported), None on CPU."""
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, bool]:
+    """The CPU instruction sets that decide bf16 speed, from the ``flags`` line of ``cpuinfo`` (all False where
+    unreadable, e.g. off Linux).
+
+    ``{"avx2", "avx512f", "avx512_bf16", "amx_bf16"} -> bool``, for benchmark tables: an AVX2-only CPU runs
+    bf16 autocast emulated (about 9x slower than fp32), AVX512-BF16/AMX run it natively.
+    """
+    flags: set[str] = set()
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {name: name in flags for name in CPU_FLAGS}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where oneDNN runs bf16 kernels on this CPU (AVX512 or AMX); False on AVX2-only CPUs, which emulate it."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # builds without oneDNN
+        return False
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively (CUDA: Ampere or newer; CPU: :func:`cpu_has_native_bf16`)."""
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return cpu_has_native_bf16()
+    return False
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The ``precision: auto`` choice for training on ``device``: bf16 where it is native, else fp16 on CUDA and
+    None (fp32) on a CPU, where emulated bf16 is several times slower than fp32."""
+    if bf16_supported(device):
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else None

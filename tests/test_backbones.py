@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from snapsight.artifacts.encoder import save_encoder
-from snapsight.backbones import create_backbone, load_encoder
+from snapsight.backbones import check_backbone_name, create_backbone, load_encoder
 from snapsight.errors import SnapsightError
 from snapsight.preprocessing import Preprocessing
 
@@ -21,6 +21,20 @@ def test_every_backbone_smoke(name, size):
 def test_unknown_backbone():
     with pytest.raises(SnapsightError, match="unknown backbone 'nope'"):
         create_backbone("nope")
+    with pytest.raises(SnapsightError, match="unknown timm model 'resnet1t'"):
+        create_backbone("timm:resnet1t")
+    check_backbone_name("timm:resnet10t")
+    check_backbone_name("small_cnn")
+
+
+def test_random_encoder_spec():
+    model, prep, meta = load_encoder("random:small_cnn@12")
+    assert prep.image_size == 12 and meta["backbone"] == "small_cnn" and meta["random_init"]
+    assert load_encoder("random:small_cnn")[1].image_size == 32
+    with pytest.raises(SnapsightError, match="must be a positive integer"):
+        load_encoder("random:small_cnn@twelve")
+    with pytest.raises(SnapsightError, match="unknown backbone 'smal_cnn'"):
+        load_encoder("random:smal_cnn@12")
 
 
 def test_encoder_roundtrip(tmp_path):

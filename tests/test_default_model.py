@@ -119,11 +119,11 @@ def _tiny_bert(root, layers: int = 2):
     return root
 
 
-def _aligned(tmp_path, text_dir, unlocked: int):
+def _aligned(tmp_path, text_dir):
     import numpy as np
     from PIL import Image
 
-    from snapsight.align.run import load_align_config, run_alignment
+    from snapsight.align import load_align_config, run_alignment
 
     rng = np.random.default_rng(0)
     lines = ["filepath\ttitle"]
@@ -133,52 +133,116 @@ def _aligned(tmp_path, text_dir, unlocked: int):
     (tmp_path / "pairs.csv").write_text("\n".join(lines) + "\n")
     cfg = load_align_config(None, [("image_encoder", "random:timm:test_resnet@16"), ("text_encoder", str(text_dir)),
                                    ("pairs", [str(tmp_path / "pairs.csv")]), ("lock", "text"),
-                                   ("text_unlocked_layers", unlocked), ("text_lr_scale", 1000.0),
                                    ("context_length", 16), ("train.max_steps", 2), ("train.batch_size", 4),
-                                   ("train.progress", False), ("train.device", "cpu")])
-    return run_alignment(cfg, tmp_path / f"run{unlocked}").export_path
+                                   ("train.progress", False), ("train.device", "cpu"),
+                                   ("train.precision", "fp32")])  # the fp16 check below needs fp32 weights
+    return run_alignment(cfg, tmp_path / "run").export_path
 
 
-@pytest.mark.parametrize("unlocked", [0, 1])
-def test_compact_asset_carries_only_tuned_text_layers_and_reassembles(tmp_path, monkeypatch, unlocked):
+def _use_tiny_bert(tmp_path, monkeypatch):
+    text_dir = _tiny_bert(tmp_path / "bert")
+    monkeypatch.setattr("snapsight.align.model.resolve_text_encoder", lambda spec="minilm": text_dir)
+    monkeypatch.setattr("snapsight.models.default.resolve_text_encoder", lambda spec="minilm": text_dir)
+    return text_dir
+
+
+def test_compact_asset_holds_no_text_tensors_and_reassembles(tmp_path, monkeypatch):
     import torch
 
     from snapsight.artifacts.files import load_weights
 
-    text_dir = _tiny_bert(tmp_path / "bert")
-    monkeypatch.setattr("snapsight.align.run.resolve_text_encoder", lambda spec="minilm": text_dir)
-    monkeypatch.setattr("snapsight.models.default.resolve_text_encoder", lambda spec="minilm": text_dir)
-    model_dir = _aligned(tmp_path, text_dir, unlocked)
+    text_dir = _use_tiny_bert(tmp_path, monkeypatch)
+    model_dir = _aligned(tmp_path, text_dir)
     asset = default_asset.write_default_asset(model_dir, tmp_path / "asset", provenance={})
     info = __import__("json").loads((asset / default_asset.ASSET_CONFIG).read_text())
     stored = load_weights(asset / default_asset.ASSET_WEIGHTS)
-    tuned = [k for k in stored if k.startswith(default_asset.TEXT_PREFIX)]
-    assert sorted(tuned) == info["tuned_text_keys"]
-    assert all(".layer.1." in k for k in tuned) and (len(tuned) > 0) == bool(unlocked)
+    assert not [k for k in stored if k.startswith(default_asset.TEXT_PREFIX)]
+    assert info["text_keys"] and all(k.startswith(default_asset.TEXT_PREFIX) for k in info["text_keys"])
     target = default_asset.assemble_default_model(asset, tmp_path / "assembled")
     rebuilt, trained = load_weights(target / "open_clip_model.safetensors"), load_weights(
         model_dir / "open_clip_model.safetensors")
     assert set(rebuilt) == set(trained)
     for k, v in trained.items():
-        if k.startswith(default_asset.TEXT_PREFIX) and k not in tuned:
+        if k.startswith(default_asset.TEXT_PREFIX):
             assert torch.equal(rebuilt[k], v), k  # frozen text tensors come bit-exact from the installed model
         elif v.is_floating_point():
             assert torch.allclose(rebuilt[k], v, atol=2e-3, rtol=2e-3), k  # the rest went through fp16
-    original = load_weights(text_dir / "model.safetensors")
-    assert all(not torch.allclose(rebuilt[k], original[k[len(default_asset.TEXT_PREFIX):]], atol=2e-3) for k in tuned
-               if k.endswith("weight") and "LayerNorm" not in k)  # tuned layers were not reset to the installed ones
 
 
 def test_compacting_refuses_a_changed_text_tower_that_was_meant_to_be_locked(tmp_path, monkeypatch):
     from snapsight.artifacts.files import load_weights, save_weights
 
-    text_dir = _tiny_bert(tmp_path / "bert")
-    monkeypatch.setattr("snapsight.align.run.resolve_text_encoder", lambda spec="minilm": text_dir)
-    monkeypatch.setattr("snapsight.models.default.resolve_text_encoder", lambda spec="minilm": text_dir)
-    model_dir = _aligned(tmp_path, text_dir, 0)
+    text_dir = _use_tiny_bert(tmp_path, monkeypatch)
+    model_dir = _aligned(tmp_path, text_dir)
     state = load_weights(model_dir / "open_clip_model.safetensors")
     key = next(k for k in state if k.startswith(default_asset.TEXT_PREFIX) and state[k].is_floating_point())
     state[key] = state[key] + 1
     save_weights(state, model_dir / "open_clip_model.safetensors")
     with pytest.raises(SnapsightError, match="not locked"):
         default_asset.write_default_asset(model_dir, tmp_path / "asset", provenance={})
+
+
+def _fake_stages(monkeypatch):
+    """Record what the build hands to each stage instead of training."""
+    from types import SimpleNamespace
+
+    calls: dict = {}
+
+    def run_pretrain(cfg, resume=False):
+        calls["pretrain"] = (cfg, resume)
+        return SimpleNamespace(interrupted=False, step=cfg.train.max_steps)
+
+    def run_alignment(cfg, out_dir, pairs=None, resume=False, extra_meta=None):
+        calls["align"] = (cfg, resume, pairs)
+        return SimpleNamespace(interrupted=False, step=cfg.train.max_steps, loss=1.0, export_path=out_dir / "model")
+
+    monkeypatch.setattr(build, "run_pretrain", run_pretrain)
+    monkeypatch.setattr(build, "run_alignment", run_alignment)
+    monkeypatch.setattr(build, "default_pairs", lambda seed=0: ("PAIRS", {"emoji_train": 0, "emoji_held_out": []}))
+    monkeypatch.setattr(build, "write_default_asset", lambda *a: calls.setdefault("asset", a))
+    return calls
+
+
+def test_build_runs_the_packaged_recipes_as_library_calls(tmp_path, monkeypatch):
+    from snapsight.align import load_align_config
+    from snapsight.config import to_dict
+    from snapsight.ssl.pretrain import load_pretrain_config
+
+    calls = _fake_stages(monkeypatch)
+    work = tmp_path / "work"
+    build.build_default_model(work, tmp_path / "asset")
+    pretrain, resume = calls["pretrain"]
+    assert not resume
+    expected = load_pretrain_config("simclr-default-model", [("out", str(work / "pretrain"))])
+    assert to_dict(pretrain) == to_dict(expected)  # no option given: the recipe itself
+    assert pretrain.model.backbone == "timm:resnet10t" and pretrain.train.max_steps == 1500
+    align, resume, pairs = calls["align"]
+    assert not resume and pairs == "PAIRS"
+    expected = load_align_config("align-default", [("image_encoder", str(work / "pretrain")),
+                                                   ("pairs", ["default-model pairs"])])
+    assert to_dict(align) == to_dict(expected)
+    assert calls["asset"][0] == work / "align" / "model" and calls["asset"][1] == tmp_path / "asset"
+
+
+def test_build_options_become_overrides_and_a_finished_encoder_is_reused(tmp_path, monkeypatch):
+    calls = _fake_stages(monkeypatch)
+    work = tmp_path / "work"
+    build.build_default_model(work, tmp_path / "asset", pretrain_steps=100, pretrain_batch_size=64,
+                              pretrain_minutes=1.5, align_steps=40, align_minutes=2.0, device="cpu", seed=3)
+    pretrain, _ = calls.pop("pretrain")
+    t = pretrain.train
+    assert (t.max_steps, t.warmup_steps, t.batch_size, t.max_minutes, t.device, t.seed) == (100, 10, 64, 1.5, "cpu", 3)
+    t = calls.pop("align")[0].train
+    assert (t.max_steps, t.warmup_steps, t.max_minutes, t.device, t.seed) == (40, 2, 2.0, "cpu", 3)
+
+    build.build_default_model(work, tmp_path / "asset", pretrain_steps=0, pretrain_epochs=4)
+    t = calls.pop("pretrain")[0].train
+    assert (t.epochs, t.max_steps, t.warmup_steps, t.warmup_epochs) == (4, 0, 0, 0.5)
+
+    (work / "pretrain" / "checkpoints").mkdir(parents=True)
+    build.build_default_model(work, tmp_path / "asset", resume=True)
+    assert calls.pop("pretrain")[1] is True  # an interrupted pretraining continues
+    (work / "pretrain" / "encoder").mkdir()
+    (work / "pretrain" / "encoder" / "config.json").write_text("{}")
+    build.build_default_model(work, tmp_path / "asset", resume=True)
+    assert "pretrain" not in calls and calls["align"][0].image_encoder == str(work / "pretrain")

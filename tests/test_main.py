@@ -11,8 +11,8 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_main_run_as_a_file_does_not_shadow_ssl():
-    # `python snapsight/__main__.py` put snapsight/ first on sys.path: `import ssl` found snapsight/ssl and
-    # the CLI died with "module 'ssl' has no attribute 'SSLWantReadError'".
+    # `python snapsight/__main__.py` puts snapsight/ first on sys.path, where `import ssl` would find
+    # snapsight/ssl and the CLI would die with "module 'ssl' has no attribute 'SSLWantReadError'".
     out = _run(str(PACKAGE / "__main__.py"), "--version")
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("snapsight ")

@@ -9,7 +9,7 @@ HELP = "align a pretrained image encoder with a text encoder on image-text pairs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML recipe (e.g. configs/align.yaml)")
+    p.add_argument("--config", help="YAML recipe: a file or a packaged recipe name (align, align-default)")
     p.add_argument("--image-encoder", help="`snapsight pretrain` run directory or encoder folder "
                                            "(or random:timm:resnet10t@32 for a baseline)")
     p.add_argument("--text-encoder", help="minilm (bundled all-MiniLM-L6-v2, the default) or a Hugging Face model folder")
@@ -40,7 +40,7 @@ def _flag_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..align.run import load_align_config, run_alignment
+    from ..align import load_align_config, run_alignment
     from ..train import distributed as du
 
     out = Path(args.out or "runs/align")

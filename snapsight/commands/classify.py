@@ -102,13 +102,9 @@ def _load_config(args: argparse.Namespace):
 
 def _is_probe_classifier(model: str | None) -> bool:
     """True when ``model`` is a probe classifier folder (contract 2)."""
-    if not model or not Path(model).is_dir():
-        return False
-    try:
-        from ..artifacts.classifier import is_classifier_dir
-    except ImportError:
-        return False
-    return bool(is_classifier_dir(model))
+    from ..artifacts.spec import detect
+
+    return model is not None and detect(model) == "classifier"
 
 
 # Zero-shot settings that mean nothing to a trained classifier: (flag, config key or None).

@@ -21,13 +21,13 @@ where present, are only for monitoring (online kNN). Sources small enough are de
 an ``IterableDataset``), so corpora larger than memory train too. Unreadable files are skipped, counted and
 reported (``source.skipped``); a source fails only when nothing in it is usable.
 
-Loaders are deterministic per ``(seed, epoch)`` and support ``set_epoch`` / ``skip_batches`` so that
-``snapsight.train.loop.fit`` resumes exactly; under DDP each process gets its own slice of every global batch.
+Both loaders read in the order of :class:`~snapsight.data.loaders.BatchOrder`: deterministic per ``(seed, epoch)``,
+with ``set_epoch`` / ``skip_batches`` so that ``snapsight.train.loop.fit`` resumes exactly, and under DDP each
+process reads its own share.
 """
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from ..errors import ImageError, SnapsightError
 from .fashion_mnist import FASHION_MNIST_CLASSES, is_fashion_mnist_dir, load_fashion_mnist
 from .images import IMAGE_EXTENSIONS, iter_image_files, open_image
+from .loaders import BatchOrder
 
 log = logging.getLogger(__name__)
 
@@ -84,41 +85,18 @@ def load_square(img: Image.Image, size: int) -> np.ndarray:
 # Loaders
 
 
-class TensorBatchLoader:
-    """Batches from in-memory ``uint8`` images: a fresh permutation per ``(seed, epoch)``, this process's
-    slice of each global batch, ``drop_last`` so every step sees the same batch size."""
+class TensorBatchLoader(BatchOrder):
+    """Batches ``{"images": uint8 (local_batch, C, S, S)[, "labels"]}`` from in-memory images in the
+    resumable per-process order of :class:`~snapsight.data.loaders.BatchOrder`."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int, *, shuffle: bool = True,
                  seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = True):
-        if batch_size % world_size:
-            raise SnapsightError(f"batch size {batch_size} must be divisible by the number of processes {world_size}")
+        super().__init__(len(images), batch_size, seed=seed, rank=rank, world_size=world_size, shuffle=shuffle,
+                         drop_last=drop_last)
         self.images, self.labels = images, labels
-        self.batch_size, self.local = batch_size, batch_size // world_size
-        self.shuffle, self.seed, self.rank, self.drop_last = shuffle, seed, rank, drop_last
-        self.epoch, self._skip = 0, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def skip_batches(self, n: int) -> None:
-        """Start the next iteration ``n`` batches into the epoch (resume)."""
-        self._skip = n
-
-    def __len__(self) -> int:
-        n = len(self.images)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        n = len(self.images)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=g)
-        else:
-            order = torch.arange(n)
-        start, self._skip = self._skip, 0
-        for b in range(start, len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            idx = idx[self.rank * self.local:(self.rank + 1) * self.local] if len(idx) == self.batch_size else idx
+        for idx in self.local_batches():
             batch = {"images": self.images[idx]}
             if self.labels is not None:
                 batch["labels"] = self.labels[idx]
@@ -168,24 +146,17 @@ class _DecodeDataset(Dataset):
 
 
 class _StreamDataset(IterableDataset):
-    """Yields full local batches: each process reads its share of a per-epoch shuffled order, split again
-    over loader workers; unreadable files are skipped (and reported in the batch) without shrinking it."""
+    """Yields full local batches from ``share`` (this process's items in this epoch's order), split again over
+    loader workers; unreadable files are skipped (and reported in the batch) without shrinking a batch."""
 
-    def __init__(self, decoder: _Decoder, local_batch: int, steps: int, seed: int, rank: int, world_size: int,
-                 shuffle: bool):
+    def __init__(self, decoder: _Decoder, local_batch: int, steps: int):
         self.decoder, self.local_batch, self.steps = decoder, local_batch, steps
-        self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
-        self.epoch = 0
+        self.share: list[int] = []
 
     def __iter__(self):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        n = len(self.decoder.items)
-        if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
-        else:
-            order = torch.arange(n)
-        mine = order[self.rank::self.world_size][wid::nw].tolist()
+        mine = self.share[wid::nw]
         # Worker w makes batches w, w + nw, ...; DataLoader returns them round-robin, in order.
         my_steps = len(range(wid, self.steps, nw))
         pos, tried_since_ok = 0, 0
@@ -209,28 +180,27 @@ class _StreamDataset(IterableDataset):
                    "skipped": skipped}
 
 
-class StreamingLoader:
-    """Wraps a DataLoader over :class:`_StreamDataset`: exactly ``len(self)`` batches per epoch on every
-    process (short shards wrap around, so DDP processes never wait on each other), skipped files collected."""
+class StreamingLoader(BatchOrder):
+    """Batches decoded from disk by ``num_workers`` processes: exactly ``len(self)`` per epoch on every process
+    (short shards wrap around, so DDP processes never wait on each other), skipped files collected in ``report``.
 
-    def __init__(self, dataset: _StreamDataset, num_workers: int, report: SkipReport, has_labels: bool):
-        self.dataset, self.num_workers, self.report, self.has_labels = dataset, num_workers, report, has_labels
-        self._skip = 0
+    Each process reads its :meth:`~snapsight.data.loaders.BatchOrder.process_share` of the epoch's order; a
+    resumed epoch decodes and drops the batches already trained on, because skipped files shift what follows.
+    """
 
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.epoch = epoch
-
-    def skip_batches(self, n: int) -> None:
-        self._skip = n
-
-    def __len__(self) -> int:
-        return self.dataset.steps
+    def __init__(self, decoder: _Decoder, batch_size: int, *, seed: int, rank: int, world_size: int, shuffle: bool,
+                 num_workers: int, report: SkipReport, has_labels: bool):
+        super().__init__(len(decoder.items), batch_size, seed=seed, rank=rank, world_size=world_size,
+                         shuffle=shuffle)
+        self.dataset = _StreamDataset(decoder, self.local_batch_size, len(self))
+        self.num_workers, self.report, self.has_labels = num_workers, report, has_labels
 
     def __iter__(self):
+        self.dataset.share = self.process_share().tolist()
         loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
-                            generator=torch.Generator().manual_seed(self.dataset.seed),
+                            generator=torch.Generator().manual_seed(self.seed),
                             persistent_workers=False, prefetch_factor=4 if self.num_workers else None)
-        skip, self._skip = self._skip, 0
+        skip = self.take_skip()
         for k, batch in enumerate(loader):
             for name, reason in batch.pop("skipped"):
                 self.report.add(name, reason)
@@ -346,13 +316,10 @@ class StreamingSource(ImageSource):
         return len(self.decoder.items)
 
     def loader(self, batch_size, *, seed=0, rank=0, world_size=1, shuffle=True, num_workers=0):
-        if batch_size % world_size:
-            raise SnapsightError(f"batch size {batch_size} must be divisible by the number of processes {world_size}")
-        steps = self.num_images // batch_size
-        if steps == 0:
+        if self.num_images < batch_size:
             raise SnapsightError(f"{self.name}: {self.num_images} images are fewer than one batch of {batch_size}")
-        ds = _StreamDataset(self.decoder, batch_size // world_size, steps, seed, rank, world_size, shuffle)
-        return StreamingLoader(ds, num_workers, self.skipped, self.has_labels)
+        return StreamingLoader(self.decoder, batch_size, seed=seed, rank=rank, world_size=world_size, shuffle=shuffle,
+                               num_workers=num_workers, report=self.skipped, has_labels=self.has_labels)
 
     def labeled_sample(self, n, seed=0, exclude=0):
         if self.class_names is None:

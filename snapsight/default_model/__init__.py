@@ -7,12 +7,14 @@ emoji-like pictures of everyday things; real photos need a pretrained CLIP (``--
 laion2b_s34b_b79k``).
 
 - :mod:`.wordings`: the training captions and the held-out wording lists the evaluation uses;
-- :mod:`.build`: the build (``snapsight build-default-model``);
+- :mod:`.build`: the build (``snapsight build-default-model``) on the packaged recipes ``simclr-default-model``
+  and ``align-default``;
 - :mod:`snapsight.models.default`: the committed asset and its assembly into an open_clip folder.
 """
 from ..models.default import DEFAULT_MODEL_NAME, default_model_dir, find_default_asset
-from .build import build_default_model, default_align_config, default_pairs
+from .build import build_default_model, default_align_config, default_pairs, default_pretrain_config
 from .wordings import EVAL_WORDINGS, TEST_WORDINGS, TRAIN_WORDINGS, heldout_phrases
 
 __all__ = ["DEFAULT_MODEL_NAME", "EVAL_WORDINGS", "TEST_WORDINGS", "TRAIN_WORDINGS", "build_default_model",
-           "default_align_config", "default_model_dir", "default_pairs", "find_default_asset", "heldout_phrases"]
+           "default_align_config", "default_model_dir", "default_pairs", "default_pretrain_config",
+           "find_default_asset", "heldout_phrases"]

@@ -1,21 +1,26 @@
 """Build the offline default model end to end: SimCLR pretraining -> text-locked alignment -> compact asset.
 
-``snapsight build-default-model`` runs :func:`build_default_model`; both stages are library calls
-(:func:`snapsight.ssl.run_pretrain`, :func:`snapsight.align.run_alignment`) on the packaged recipes.
+``snapsight build-default-model`` runs :func:`build_default_model`; both stages are library calls on packaged
+recipes: :func:`snapsight.ssl.pretrain.run_pretrain` on ``simclr-default-model`` and
+:func:`snapsight.align.run_alignment` on ``align-default``, the build's options applied as overrides.
 See docs/default-model.md for the exact command and the figures it gave.
 """
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..align.run import load_align_config, run_alignment
-from ..cli import main as cli_main
+import numpy as np
+
+from ..align import AlignConfig, load_align_config, run_alignment
 from ..data.captions import ConcatPairs, class_captions, emoji_pairs, labeled_pairs, repeat_pairs
 from ..data.labeled import load_fashion_mnist_labeled
 from ..errors import SnapsightError
 from ..models.default import ASSET_DIR, DEFAULT_MODEL_NAME, built_asset_dir, write_default_asset
+from ..ssl.pretrain import load_pretrain_config, run_pretrain
+from ..ssl.simclr import PretrainConfig
 from .wordings import (
     EMOJI_TEMPLATES,
     FMNIST_TEMPLATES,
@@ -24,6 +29,10 @@ from .wordings import (
     heldout_phrases,
     training_emoji,
 )
+
+PRETRAIN_RECIPE = "simclr-default-model"
+ALIGN_RECIPE = "align-default"
+DEFAULT_PAIRS_NAME = "default-model pairs"  # cfg.pairs names them; the pairs themselves come from default_pairs()
 
 
 def default_pairs(holdout_classes: Sequence[str] = (), emoji_repeat: int = 16, max_fmnist: int = 0,
@@ -34,9 +43,6 @@ def default_pairs(holdout_classes: Sequence[str] = (), emoji_repeat: int = 16, m
 
     Returns ``(pairs, info)``; ``info`` names the held-out emoji and classes.
     """
-    import numpy as np
-
-
     emoji_train, emoji_held = training_emoji(heldout_phrases())
     captions = [c for caps in class_captions(list(TRAIN_WORDINGS), FMNIST_TEMPLATES, TRAIN_WORDINGS) for c in caps]
     captions += [t.format(n) for e in emoji_train for n in e.names for t in EMOJI_TEMPLATES]
@@ -60,49 +66,34 @@ def default_pairs(holdout_classes: Sequence[str] = (), emoji_repeat: int = 16, m
     return pairs, info
 
 
-def default_align_config(encoder: str, lock: str = "text", text_proj: str = "none", steps: int = 300,
-                         max_minutes: float = 0.0, batch_size: int = 256, device: str = "auto", seed: int = 0,
-                         lr: float = 1e-3, text_proj_identity: float = 0.0, text_unlocked_layers: int = 0):
-    """The alignment recipe of the default model (configs/align-default.yaml spells out the same values).
-
-    ``text_proj_identity`` > 0 adds a 384x384 text projection that starts at the identity and is pulled back
-    towards it (the text transformer itself stays frozen, so the compact asset still omits it)."""
-
-    if text_proj_identity > 0:
-        text_proj = "linear"
-    return load_align_config(None, [
-        ("image_encoder", encoder), ("text_encoder", "minilm"), ("lock", lock), ("text_proj", text_proj),
-        ("text_proj_identity", float(text_proj_identity)), ("embed_dim", 384 if text_proj_identity > 0 else 0),
-        ("text_unlocked_layers", int(text_unlocked_layers)),
-        ("pairs", ["default-model pairs"]), ("train.epochs", 100), ("train.max_steps", steps), ("train.batch_size", batch_size),
-        ("train.lr", lr), ("train.max_minutes", max_minutes), ("train.device", device), ("train.seed", seed),
-        ("train.warmup_steps", max(1, steps // 20)), ("train.checkpoint_minutes", 5.0), ("train.log_every", 20),
-        # bf16 autocast on a CPU is ~1.3x faster for the image tower; the locked text features stay fp32.
-        ("train.precision", "auto" if _cuda() and device != "cpu" else "bf16"),
-    ])
+def default_align_config(encoder: str, *, steps: int | None = None, max_minutes: float | None = None,
+                         device: str | None = None, seed: int | None = None,
+                         overrides: Sequence[tuple[str, Any]] = ()) -> AlignConfig:
+    """The packaged ``align-default`` recipe starting from ``encoder``; a given ``steps`` also sets the warm-up
+    to a twentieth of it, ``None`` keeps the recipe's value. ``overrides`` go last (e.g. ``("lock", "none")``)."""
+    sets: list[tuple[str, Any]] = [("image_encoder", encoder), ("pairs", [DEFAULT_PAIRS_NAME])]
+    if steps is not None:
+        sets += [("train.max_steps", steps), ("train.warmup_steps", max(1, steps // 20))]
+    sets += [(k, v) for k, v in (("train.max_minutes", max_minutes), ("train.device", device),
+                                 ("train.seed", seed)) if v is not None]
+    return load_align_config(ALIGN_RECIPE, sets + list(overrides))
 
 
-def pretrain_args(work_dir: Path, minutes: float, epochs: int, device: str, seed: int, steps: int = 0,
-                  batch_size: int = 256) -> list[str]:
-    """The ``snapsight pretrain`` command line the build runs (SimCLR, ResNet-10-T at 32 px, the Fashion-MNIST
-    recipe of ``snapsight pretrain``). ``steps`` > 0 sets the schedule's length (warm-up: a tenth of it)."""
-    args = ["pretrain", "--data", "fashion-mnist", "--backbone", "timm:resnet10t", "--image-size", "32",
-            "--out", str(work_dir / "pretrain"), "--epochs", str(1000 if steps > 0 else epochs),
-            "--max-minutes", str(minutes),
-            "--batch-size", str(batch_size), "--device", device, "--set", f"train.seed={seed}",
-            "--set", "model.backbone_kwargs={}"]  # the Fashion-MNIST recipe's small-CNN widths do not apply
-    if steps > 0:
-        args += ["--max-steps", str(steps), "--set", f"train.warmup_steps={max(1, steps // 10)}"]
-    else:
-        args += ["--set", "train.warmup_epochs=0.5"]
-    return args + ["--set", "train.precision=bf16" if device in ("cpu", "auto") and not _cuda()
-                   else "train.precision=auto"]
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+def default_pretrain_config(work_dir: str | Path, *, minutes: float | None = None, epochs: int = 1,
+                            steps: int | None = None, batch_size: int | None = None, device: str | None = None,
+                            seed: int | None = None) -> PretrainConfig:
+    """The packaged ``simclr-default-model`` recipe writing to ``work_dir/pretrain``. ``steps`` > 0 sets the
+    schedule's length (warm-up: a tenth of it); ``steps`` 0 lets ``epochs`` decide (warm-up: half an epoch);
+    ``None`` keeps the recipe's values."""
+    sets: list[tuple[str, Any]] = [("out", str(Path(work_dir) / "pretrain"))]
+    if steps:
+        sets += [("train.epochs", 1000), ("train.max_steps", steps), ("train.warmup_steps", max(1, steps // 10))]
+    elif steps == 0:
+        sets += [("train.epochs", epochs), ("train.max_steps", 0), ("train.warmup_steps", 0),
+                 ("train.warmup_epochs", 0.5)]
+    sets += [(k, v) for k, v in (("train.max_minutes", minutes), ("train.batch_size", batch_size),
+                                 ("train.device", device), ("train.seed", seed)) if v is not None]
+    return load_pretrain_config(PRETRAIN_RECIPE, overrides=sets)
 
 
 def build_default_model(
@@ -110,50 +101,46 @@ def build_default_model(
     out_dir: str | Path | None = None,
     *,
     encoder: str | None = None,
-    pretrain_minutes: float = 13.0,
+    pretrain_minutes: float | None = None,
     pretrain_epochs: int = 1,
-    pretrain_steps: int = 1500,
-    pretrain_batch_size: int = 512,
-    align_minutes: float = 12.0,
-    align_steps: int = 2500,
-    text_proj_identity: float = 0.0,
-    text_unlocked_layers: int = 0,
-    device: str = "auto",
-    seed: int = 0,
+    pretrain_steps: int | None = None,
+    pretrain_batch_size: int | None = None,
+    align_minutes: float | None = None,
+    align_steps: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Build the default model end to end: SimCLR pretraining (skipped when ``encoder`` is given) -> text-locked
     alignment on :func:`default_pairs` -> compact asset in ``out_dir`` (default: the package asset folder,
-    or the user cache when that is not writable). Returns a summary dict."""
-    import shlex
-    import time
+    or the user cache when that is not writable). Returns a summary dict.
 
-
+    Options left at ``None`` keep the packaged recipes' values (see :func:`default_pretrain_config` and
+    :func:`default_align_config`)."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     summary: dict[str, Any] = {"work_dir": str(work_dir)}
     if encoder is None:
-        args = pretrain_args(work_dir, pretrain_minutes, pretrain_epochs, device, seed, pretrain_steps,
-                             pretrain_batch_size)
-        if resume and (work_dir / "pretrain" / "checkpoints").is_dir():
-            args.append("--resume")
-        if not (work_dir / "pretrain" / "encoder" / "config.json").is_file():
-            code = cli_main(args)
-            if code not in (0,):
-                raise SnapsightError(f"the pretraining stage failed (exit {code}): snapsight {shlex.join(args)}")
-        encoder = str(work_dir / "pretrain")
-        summary["pretrain_command"] = "snapsight " + shlex.join(args)
+        cfg = default_pretrain_config(work_dir, minutes=pretrain_minutes, epochs=pretrain_epochs,
+                                      steps=pretrain_steps, batch_size=pretrain_batch_size, device=device, seed=seed)
+        run_dir = Path(cfg.out)
+        if not (run_dir / "encoder" / "config.json").is_file():
+            result = run_pretrain(cfg, resume=resume and (run_dir / "checkpoints").is_dir())
+            if result.interrupted:
+                raise SnapsightError(f"pretraining was interrupted at step {result.step}; continue with "
+                                     f"`snapsight build-default-model --work {work_dir} --resume`")
+        encoder = str(run_dir)
+        summary["pretrain_recipe"] = PRETRAIN_RECIPE
     summary["encoder"] = encoder
     summary["pretrain_seconds"] = round(time.time() - t0, 1)
     t1 = time.time()
-    pairs, pair_info = default_pairs(seed=seed)
-    cfg = default_align_config(encoder, steps=align_steps, max_minutes=align_minutes, device=device, seed=seed,
-                               text_proj_identity=text_proj_identity, text_unlocked_layers=text_unlocked_layers)
+    cfg = default_align_config(encoder, steps=align_steps, max_minutes=align_minutes, device=device, seed=seed)
+    pairs, pair_info = default_pairs(seed=cfg.train.seed)
     result = run_alignment(cfg, work_dir / "align", pairs=pairs, resume=resume and (work_dir / "align").is_dir(),
                            extra_meta={"name": DEFAULT_MODEL_NAME, "pairs_info": pair_info})
-    summary.update(align_seconds=round(time.time() - t1, 1), align_steps=result.step, align_loss=result.loss,
-                   pairs=pair_info | {"emoji_held_out": len(pair_info["emoji_held_out"])})
+    summary.update(align_recipe=ALIGN_RECIPE, align_seconds=round(time.time() - t1, 1), align_steps=result.step,
+                   align_loss=result.loss, pairs=pair_info | {"emoji_held_out": len(pair_info["emoji_held_out"])})
     if result.export_path is None or result.interrupted:
         raise SnapsightError(f"alignment was interrupted at step {result.step}; continue with "
                              f"`snapsight build-default-model --work {work_dir} --resume`")

@@ -37,11 +37,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
 import gradio as gr  # noqa: E402
 
+from snapsight.artifacts import detect
 from snapsight.data.images import MAX_IMAGE_PIXELS, open_image
 from snapsight.demo.batching import MicroBatcher
 from snapsight.demo.examples import EXAMPLES_DIR, example_files
-from snapsight.demo.models import ModelCache, ModelSpec, probe_cache, zeroshot_cache
+from snapsight.demo.models import ModelCache, ModelChoice, probe_cache, zeroshot_cache
 from snapsight.errors import ImageError, SnapsightError
+from snapsight.zeroshot import TEMPLATE_SETS, parse_labels, resolve_templates
+from snapsight.zeroshot.explain import explain_label
 
 log = logging.getLogger(__name__)
 
@@ -135,20 +138,14 @@ def _answer(future: Any) -> Any:
 
 def _template_choices() -> list[str]:
     """Template set names for the dropdown, ``default`` first."""
-    try:
-        from snapsight.zeroshot.prompts import TEMPLATE_SETS
-    except ImportError:
-        return ["default"]
     return ["default"] + [name for name in TEMPLATE_SETS if name != "default"]
 
 
 def _prompts(templates: str | None) -> tuple[str, ...]:
     """The prompt templates of a template set, for the heatmap's text embedding."""
     try:
-        from snapsight.zeroshot.prompts import resolve_templates
-
         return tuple(resolve_templates(templates or "default"))
-    except (ImportError, SnapsightError):
+    except SnapsightError:
         return ("a photo of a {}.", "{}")
 
 
@@ -167,7 +164,7 @@ def _table_row(name: str, result: Any) -> list:
     return [name, top, round(float(p), 4), ", ".join(f"{l} {float(q):.2f}" for l, q in pairs)]
 
 
-def banner_markdown(spec: ModelSpec, info: dict | None = None) -> str:
+def banner_markdown(spec: ModelChoice, info: dict | None = None) -> str:
     if spec.is_offline_default:
         return (
             "**Offline default model in use.** It is small and was trained only on Fashion-MNIST clothes and "
@@ -178,7 +175,7 @@ def banner_markdown(spec: ModelSpec, info: dict | None = None) -> str:
     return f"Model: **{spec.describe()}**."
 
 
-def model_markdown(spec: ModelSpec, info: dict | None) -> str:
+def model_markdown(spec: ModelChoice, info: dict | None) -> str:
     info = dict(info or {})
     parts = [f"**Loaded:** {spec.describe()}"]
     for key in ("name", "pretrained", "embed_dim", "image_size", "source"):
@@ -192,13 +189,13 @@ class DemoApp:
 
     def __init__(self, cfg: DemoConfig, zeroshot: ModelCache | None = None, probes: ModelCache | None = None):
         self.cfg = cfg
-        self.start_spec = ModelSpec(cfg.model, cfg.pretrained)
+        self.start_spec = ModelChoice(cfg.model, cfg.pretrained)
         self.zeroshot = zeroshot or zeroshot_cache(cfg.device, cfg.max_models)
         self.probes = probes or probe_cache(cfg.device)
         self.batcher = MicroBatcher(self._run_batch, cfg.max_batch_size, cfg.batch_wait_ms / 1000.0, "classify-batcher")
 
     # ----------------------------------------------------------------- models
-    def classifier(self, spec: ModelSpec) -> Any:
+    def classifier(self, spec: ModelChoice) -> Any:
         try:
             return self.zeroshot.get(spec)
         except SnapsightError as e:
@@ -221,7 +218,6 @@ class DemoApp:
     # -------------------------------------------------------------- handlers
     def _parse_labels(self, text: str | None) -> tuple[str, int]:
         """Validate the labels text; returns (the text, number of labels). Notes become page warnings."""
-        from snapsight.zeroshot.prompts import parse_labels
 
         try:
             labels, notes = parse_labels(text or "")
@@ -284,7 +280,6 @@ class DemoApp:
         """Overlay image for the why-this-label view (None when off or nothing to explain)."""
         if not enabled or image is None or not label:
             return None
-        from snapsight.zeroshot.explain import explain_label
 
         img, _ = _open_upload(image, self.cfg.max_pixels)
         clf = self.classifier(spec or self.start_spec)
@@ -302,15 +297,18 @@ class DemoApp:
         if source == SOURCE_OPEN_CLIP:
             if not (name or "").strip():
                 raise UserError("Type an open_clip model name, e.g. ViT-B-32.")
-            spec = ModelSpec(name.strip(), (pretrained or "").strip() or None)
+            spec = ModelChoice(name.strip(), (pretrained or "").strip() or None)
         elif source == SOURCE_LOCAL:
             if not self.cfg.local_paths_allowed:
                 raise UserError("Loading server folders from the page is off for a non-local host; use --model.")
             if not (path or "").strip():
                 raise UserError("Type the path of a model folder (open_clip local-dir or Hugging Face CLIP).")
-            spec = ModelSpec(path.strip())  # open_clip or Hugging Face CLIP folder; the loader tells them apart
+            path = path.strip()
+            if detect(path) == "classifier":
+                raise UserError(f"{path} is a classifier saved by `snapsight probe`: open it in the Classifier tab.")
+            spec = ModelChoice(path)  # open_clip or Hugging Face CLIP folder; the loader tells them apart
         else:
-            spec = ModelSpec()
+            spec = ModelChoice()
         clf = self.classifier(spec)
         info = dict(getattr(clf, "model_info", {}) or {})
         return spec, model_markdown(spec, info), banner_markdown(spec, info)
@@ -328,9 +326,7 @@ class DemoApp:
         if len(files) > self.cfg.max_images:
             raise UserError(f"{len(files)} images is more than the {self.cfg.max_images} allowed per request.")
         try:
-            from snapsight.artifacts.classifier import is_classifier_dir
-
-            if not is_classifier_dir(path):
+            if detect(path) != "classifier":
                 raise UserError(f"{path} is not a classifier folder saved by `snapsight probe`.")
             clf = self.probes.get(path)
         except SnapsightError as e:

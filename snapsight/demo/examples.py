@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from PIL import Image, ImageDraw, ImageFont
+
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 EMOJI_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 
@@ -32,8 +34,6 @@ def example_files() -> list[Path]:
 
 def render_emoji(char: str, font_path: str = EMOJI_FONT) -> "Image.Image":
     """Render one emoji on white with the colour font (bitmap strike 109 px), tightly cropped, RGB."""
-    from PIL import Image, ImageDraw, ImageFont
-
     font = ImageFont.truetype(font_path, 109)
     canvas = Image.new("RGBA", (160, 160), (255, 255, 255, 0))
     ImageDraw.Draw(canvas).text((8, 8), char, font=font, embedded_color=True)

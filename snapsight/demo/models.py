@@ -1,9 +1,9 @@
 """Models for the demo: loaded on first use, then kept and shared by every request.
 
-:class:`ModelSpec` names a zero-shot model the way the CLI does (``model=None`` is the offline default
+:class:`ModelChoice` names a zero-shot model the way the CLI does (``model=None`` is the offline default
 of :mod:`snapsight.default_model`); :class:`ModelCache` loads each spec once through the public
 :meth:`snapsight.zeroshot.ZeroShotClassifier.load` (probe classifiers through
-:func:`snapsight.probe.run.load_classifier`), keeps the ``max_models`` most recently used, and makes
+:func:`snapsight.probe.classifier.load_classifier`), keeps the ``max_models`` most recently used, and makes
 concurrent requests for a model that is still loading wait for that one load instead of starting another.
 """
 from __future__ import annotations
@@ -13,11 +13,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from snapsight.probe.classifier import load_classifier
+from snapsight.zeroshot import ZeroShotClassifier
+
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """A zero-shot model: an open_clip name (``ViT-B-32``), ``local-dir:PATH`` or a folder path, and an
-    optional pretrained tag; ``model=None`` means the project's offline default model."""
+class ModelChoice:
+    """The zero-shot model a session asked for, as typed: ``model`` in the CLI's grammar (an open_clip name such
+    as ``ViT-B-32``, ``local-dir:PATH``, a folder, ``hf-hub:REPO``; see :func:`snapsight.artifacts.parse_model_spec`,
+    which the loader applies) and an optional ``pretrained`` tag; ``model=None`` is the offline default model.
+    Hashable: it is the :class:`ModelCache` key."""
 
     model: str | None = None
     pretrained: str | None = None
@@ -32,15 +37,11 @@ class ModelSpec:
         return f"{self.model} ({self.pretrained})" if self.pretrained else self.model
 
 
-def _load_zeroshot(spec: ModelSpec, device: str) -> Any:
-    from snapsight.zeroshot.classify import ZeroShotClassifier
-
+def _load_zeroshot(spec: ModelChoice, device: str) -> Any:
     return ZeroShotClassifier.load(spec.model, pretrained=spec.pretrained, device=device)
 
 
 def _load_probe(path: str, device: str) -> Any:
-    from snapsight.probe.classifier import load_classifier
-
     return load_classifier(path, device=device)
 
 
@@ -100,7 +101,7 @@ class ModelCache:
 
 
 def zeroshot_cache(device: str = "auto", max_models: int = 2) -> ModelCache:
-    """Cache of :class:`~snapsight.zeroshot.ZeroShotClassifier` keyed by :class:`ModelSpec`."""
+    """Cache of :class:`~snapsight.zeroshot.ZeroShotClassifier` keyed by :class:`ModelChoice`."""
     return ModelCache(_load_zeroshot, device=device, max_models=max_models)
 
 

@@ -1,19 +1,10 @@
 """Load CLIP models for zero-shot classification, always with the preprocessing and tokenizer of their weights.
 
-:func:`load_clip` accepts, through one API:
-
-==========================================  ==================================================================
-``model``                                   what is loaded
-==========================================  ==================================================================
-``None``                                    the project's default model (``snapsight.default_model``)
-``"ViT-B-32"`` + ``pretrained="TAG"``       open_clip architecture + a pretrained tag (downloaded or cached)
-``"ViT-B-32"`` + ``pretrained=FILE``        open_clip architecture + a local weights file
-``"path/to/config.json"`` + ``FILE``        an open_clip model config file (its stem becomes the name)
-``"hf-hub:org/repo"``                       open_clip repo on the Hugging Face Hub (transformers repo as fallback)
-``"local-dir:DIR"`` or ``DIR``              open_clip folder: ``open_clip_config.json`` + weights
-``DIR`` with a CLIP ``config.json``          a Hugging Face ``CLIPModel`` folder (``save_pretrained`` layout)
-``"org/repo"``                              a Hugging Face ``CLIPModel`` repo id
-==========================================  ==================================================================
+:func:`load_clip` accepts every CLIP form of the one model-name grammar, parsed by
+:func:`snapsight.artifacts.spec.parse_model_spec` (its module docstring has the table): ``None`` or ``clip:default``
+(the project's default model), an open_clip name with a pretrained tag or weights file, an open_clip config file,
+``local-dir:DIR`` or a folder (open_clip, a ``snapsight align`` run, a Hugging Face ``CLIPModel``), ``hf-hub:org/repo``
+or ``org/repo``, and ``openclip:NAME[:TAG]``.
 
 Every model comes back as a :class:`LoadedClip` whose ``model`` has open_clip's interface
 (``encode_image``, ``encode_text``, ``logit_scale`` as a log-scale parameter, ``logit_bias``);
@@ -44,14 +35,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from ..artifacts.clip_dir import ALIGN_META, CLIP_KIND, is_hf_clip_dir, relocate_clip_dir
+from ..artifacts.clip_dir import ALIGN_META, CLIP_KIND, OPEN_CLIP_CONFIG, relocate_clip_dir
 from ..artifacts.files import state_dict_hash
+from ..artifacts.spec import WEIGHT_SUFFIXES, ModelSpec, parse_model_spec, read_open_clip_config
 from ..errors import SnapsightError
 from .default import DEFAULT_MODEL_NAME, default_model_dir
 
 log = logging.getLogger(__name__)
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".npz")
 
 
 @dataclass
@@ -207,39 +197,24 @@ def _load_open_clip_local_dir(directory: Path, name: str | None = None) -> Loade
     except (ValueError, RuntimeError, KeyError, OSError) as e:  # OSError: its HF text tower cannot be found
         raise SnapsightError(f"cannot load the open_clip folder {directory}: {str(e).splitlines()[0][:300]}") from e
     info = {"name": name or directory.name, "pretrained": None, "source": str(directory),
-            "fingerprint": _fingerprint([ckpt, directory / "open_clip_config.json"])}
+            "fingerprint": _fingerprint([ckpt, directory / OPEN_CLIP_CONFIG])}
     return _open_clip_bundle(model, preprocess, tokenizer, info)
 
 
 def _register_config_file(path: Path) -> str:
+    """Make an open_clip config file known to open_clip under its stem (as its own ``model_configs/*.json``)."""
     import open_clip
 
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise SnapsightError(f"cannot read the model config {path}: {e}") from e
-    cfg = cfg.get("model_cfg", cfg)
-    if not all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
-        raise SnapsightError(f"{path} is not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
+    read_open_clip_config(path)  # one sentence when it is not a model config
     open_clip.add_model_config(path)
     return path.stem
 
 
-def _load_open_clip_named(name: str, pretrained: str | None, cache_dir: str | None) -> LoadedClip:
+def _load_open_clip_named(name: str, pretrained: str, cache_dir: str | None) -> LoadedClip:
+    """A registered open_clip model with a pretrained tag or weights file (both checked by the spec parser)."""
     import open_clip
-    from open_clip.pretrained import download_pretrained, get_pretrained_cfg, list_pretrained_tags_by_model
+    from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 
-    name = name.replace("/", "-")
-    if name not in open_clip.list_models():
-        raise SnapsightError(
-            f"'{name}' is neither an open_clip model name, a local file/folder nor a hf-hub: id; "
-            "see `python -c \"import open_clip; print(open_clip.list_models())\"`"
-        )
-    if not pretrained:
-        tags = list_pretrained_tags_by_model(name)
-        raise SnapsightError(
-            f"open_clip model '{name}' needs --pretrained: a tag ({', '.join(tags[:6]) or 'none known'}) or a weights file"
-        )
     extra: dict[str, Any] = {"name": name, "pretrained": pretrained}
     tag_cfg: dict[str, Any] = {}
     if os.path.isfile(pretrained):
@@ -247,11 +222,6 @@ def _load_open_clip_named(name: str, pretrained: str | None, cache_dir: str | No
         offline = False
     else:
         tag_cfg = get_pretrained_cfg(name, pretrained)
-        if not tag_cfg:
-            tags = list_pretrained_tags_by_model(name)
-            raise SnapsightError(
-                f"'{pretrained}' is neither a pretrained tag of {name} ({', '.join(tags) or 'none known'}) nor a file"
-            )
         offline = hub_offline()
         what = f"open_clip weights {name} / {pretrained}"
         try:
@@ -404,67 +374,38 @@ def _load_hf(source: str, is_dir: bool, cache_dir: str | None) -> LoadedClip:
 
 
 def load_clip(
-    model: str | os.PathLike | None = None,
+    model: str | os.PathLike | ModelSpec | None = None,
     pretrained: str | None = None,
     device: str | torch.device = "cpu",
     cache_dir: str | None = None,
 ) -> LoadedClip:
-    """Load a CLIP model with its own preprocessing and tokenizer (see the module docstring for ``model`` forms).
+    """Load a CLIP model with its own preprocessing and tokenizer (see the module docstring for ``model`` forms;
+    an already parsed :class:`~snapsight.artifacts.spec.ModelSpec` is taken as it is).
 
     Raises :class:`SnapsightError` with one sentence when the model cannot be found or loaded.
     """
-    if model is None:
-        bundle = _load_open_clip_local_dir(default_model_dir(), name=DEFAULT_MODEL_NAME)
-    else:
-        bundle = _dispatch(str(model), pretrained, cache_dir)
+    spec = model if isinstance(model, ModelSpec) else parse_model_spec(model, pretrained)
+    bundle = _load(spec, cache_dir)
     bundle.model.to(device)
     bundle.info["device"] = str(device)
     return bundle
 
 
-def _dispatch(model: str, pretrained: str | None, cache_dir: str | None) -> LoadedClip:
-    if model.startswith("local-dir:"):
-        directory = Path(model[len("local-dir:"):]).expanduser()
-        if not (directory / "open_clip_config.json").is_file():
-            raise SnapsightError(f"{directory} is not an open_clip folder (open_clip_config.json missing)")
-        return _load_open_clip_local_dir(directory)
-    if model.startswith("hf-hub:"):
-        repo = model[len("hf-hub:"):].strip("/")
-        bundle = _load_open_clip_hub(repo, cache_dir)
-        return bundle if bundle is not None else _load_hf(repo, is_dir=False, cache_dir=cache_dir)
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if (path / "open_clip_config.json").is_file():
-            return _load_open_clip_local_dir(path)
-        if (path / "model" / "open_clip_config.json").is_file():  # a `snapsight align` run folder
-            return _load_open_clip_local_dir(path / "model")
-        if is_hf_clip_dir(path):
-            return _load_hf(str(path), is_dir=True, cache_dir=cache_dir)
-        raise SnapsightError(
-            f"{path} is neither an open_clip folder (open_clip_config.json + weights) "
-            "nor a Hugging Face CLIP folder (config.json with model_type clip)"
-        )
-    if path.is_file():
-        if path.suffix == ".json":
-            return _load_open_clip_named(_register_config_file(path), pretrained, cache_dir)
-        if path.suffix in WEIGHT_SUFFIXES:
-            if (path.parent / "open_clip_config.json").is_file():
-                return _load_open_clip_local_dir(path.parent)
-            raise SnapsightError(
-                f"{path} is a weights file without an architecture; pass --model NAME (e.g. ViT-B-32) "
-                f"--pretrained {path}"
-            )
-        raise SnapsightError(f"{path} is not a model folder, weights file or open_clip config")
-    import open_clip
-
-    if model.replace("/", "-") in open_clip.list_models():
-        return _load_open_clip_named(model, pretrained, cache_dir)
-    if model.count("/") == 1 and not model.startswith((".", "/", "~")):
-        bundle = _load_open_clip_hub(model, cache_dir)
-        return bundle if bundle is not None else _load_hf(model, is_dir=False, cache_dir=cache_dir)
-    if any(sep in model for sep in ("/", os.sep)) or model.endswith(WEIGHT_SUFFIXES + (".json",)):
-        raise SnapsightError(f"model path not found: {model}")
-    return _load_open_clip_named(model, pretrained, cache_dir)  # raises a message listing how to find names
+def _load(spec: ModelSpec, cache_dir: str | None) -> LoadedClip:
+    if spec.kind == "default":
+        return _load_open_clip_local_dir(default_model_dir(), name=DEFAULT_MODEL_NAME)
+    if spec.kind == "open_clip_dir":
+        return _load_open_clip_local_dir(spec.path)
+    if spec.kind == "hf_clip_dir":
+        return _load_hf(str(spec.path), is_dir=True, cache_dir=cache_dir)
+    if spec.kind == "hub":
+        bundle = _load_open_clip_hub(spec.name, cache_dir)
+        return bundle if bundle is not None else _load_hf(spec.name, is_dir=False, cache_dir=cache_dir)
+    if spec.kind == "open_clip_config":
+        return _load_open_clip_named(_register_config_file(spec.path), spec.pretrained, cache_dir)
+    if spec.kind == "open_clip_name":
+        return _load_open_clip_named(spec.name, spec.pretrained, cache_dir)
+    raise SnapsightError(f"'{spec.text}' is a snapsight image encoder ({spec.kind}), not a CLIP model")
 
 
 # --------------------------------------------------------------------------------------------- text encoding

@@ -97,7 +97,6 @@ def _text_weights(text_dir: Path) -> dict[str, Any]:
 
 def assemble_default_model(asset: Path, target: Path, info: dict[str, Any] | None = None) -> Path:
     """Full open_clip folder at ``target`` = committed tensors + the installed MiniLM text transformer."""
-
     info = info or json.loads((asset / ASSET_CONFIG).read_text())
     text_dir = resolve_text_encoder(info.get("text_encoder", "minilm"))
     want = info.get("text_weights_sha256")
@@ -111,7 +110,7 @@ def assemble_default_model(asset: Path, target: Path, info: dict[str, Any] | Non
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_weights(asset / ASSET_WEIGHTS).items()}
     expected = set(info["text_keys"])
     for k, v in _text_weights(text_dir).items():
-        if TEXT_PREFIX + k in expected and TEXT_PREFIX + k not in state:  # tuned layers come from the asset
+        if TEXT_PREFIX + k in expected and TEXT_PREFIX + k not in state:  # text tensors the asset holds win
             state[TEXT_PREFIX + k] = v
     missing = expected - set(state)
     if missing:
@@ -135,30 +134,25 @@ class _NoModel:
 
 
 def write_default_asset(clip_dir: str | Path, out_dir: str | Path, provenance: dict[str, Any]) -> Path:
-    """Compact a trained (text-locked) aligned model into the committed asset form: fp16, without the text
-    tensors that equal the installed MiniLM (unlocked top layers, if any, are kept)."""
-
+    """Compact a trained text-locked aligned model into the committed asset form: fp16, without the text
+    transformer, whose tensors must equal the installed MiniLM's bit for bit (assembly takes them from there)."""
     clip_dir = find_clip_dir(clip_dir)
     meta = read_json(clip_dir / ALIGN_META)
     if meta.get("lock") != "text":
         raise SnapsightError("only a text-locked model can be compacted (its text transformer must equal MiniLM's)")
-    unlocked = int(meta.get("config", {}).get("text_unlocked_layers", 0) or 0)
     state = load_weights(clip_dir / OPEN_CLIP_WEIGHTS)
     text_dir = resolve_text_encoder("minilm")
     ref = _text_weights(text_dir)
     text_keys = sorted(k for k in state if k.startswith(TEXT_PREFIX))
-    tuned = []
     for k in text_keys:
         r = ref.get(k[len(TEXT_PREFIX):])
         if r is None or r.shape != state[k].shape:
-            raise SnapsightError(f"{k} is not a tensor of the bundled MiniLM: the model was aligned with another text encoder")
+            raise SnapsightError(f"{k} is not a tensor of the bundled MiniLM: the model was aligned with another "
+                                 "text encoder")
         if not bool((r == state[k]).all()):
-            tuned.append(k)
-    if tuned and not unlocked:
-        raise SnapsightError(f"{tuned[0]} differs from the bundled MiniLM: the text tower was not locked")
-    # Everything but the frozen MiniLM tensors, in fp16: the image tower, projections and any unlocked text layers.
-    rest = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()
-            if not k.startswith(TEXT_PREFIX) or k in tuned}
+            raise SnapsightError(f"{k} differs from the bundled MiniLM: the text tower was not locked")
+    # Everything but the frozen MiniLM tensors, in fp16: the image tower and the projections.
+    rest = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items() if not k.startswith(TEXT_PREFIX)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_weights(rest, out_dir / ASSET_WEIGHTS)
@@ -173,7 +167,6 @@ def write_default_asset(clip_dir: str | Path, out_dir: str | Path, provenance: d
         "text_encoder": "minilm",
         "text_weights_sha256": _file_digest(sorted(text_dir.glob("*.safetensors"))[0]),
         "text_keys": text_keys,
-        "tuned_text_keys": tuned,
         "provenance": provenance,
     })
     return out_dir

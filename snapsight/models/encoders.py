@@ -1,11 +1,11 @@
 """Frozen features: load an encoder, embed a labeled source once, cache the result on disk.
 
-Encoders (``--encoder``):
+Encoders (``--encoder``, parsed by :func:`snapsight.artifacts.spec.parse_model_spec` in its ``encoder`` role):
 
 - a ``snapsight pretrain`` run directory or its ``encoder/`` folder;
 - ``random:<backbone>[@<image_size>]``: a randomly initialised backbone (a baseline);
-- a CLIP image tower: ``openclip:<model>[:<pretrained tag or file>]``, ``local-dir:<open_clip folder>``, a
-  folder holding ``open_clip_config.json``, or ``clip:default`` (the project's default model).
+- a CLIP image tower: ``openclip:<model>[:<pretrained tag or file>]``, ``local-dir:<open_clip folder>``, an
+  open_clip folder or ``snapsight align`` run, ``hf-hub:<repo>``, or ``clip:default`` (the project's default model).
 
 A :class:`FeatureEncoder` knows how to rebuild its architecture (``arch``), so a classifier saved from it is
 self-contained. The feature cache key is ``sha256(weights + architecture + preprocessing + data identity)``:
@@ -14,7 +14,6 @@ so stale features are never reused.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -24,7 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..artifacts.clip_dir import OPEN_CLIP_CONFIG
 from ..artifacts.files import state_dict_hash
+from ..artifacts.spec import ModelSpec, parse_model_spec, read_open_clip_config
 from ..backbones import create_backbone, load_encoder
 from ..errors import SnapsightError
 from ..preprocessing import Preprocessing
@@ -67,15 +68,10 @@ class FeatureEncoder:
 def load_feature_encoder(spec: str | os.PathLike, device: str | torch.device = "cpu") -> FeatureEncoder:
     """Load the encoder named by ``spec`` (see module docstring) in eval mode on ``device``."""
     text = str(spec)
-    if text.startswith(("openclip:", "local-dir:", "clip:")):
-        return _load_openclip(text, device)
-    if not text.startswith("random:"):
-        for folder in (Path(text), Path(text) / "model"):  # an open_clip folder or a `snapsight align` run
-            if (folder / "open_clip_config.json").is_file():
-                return _load_openclip(f"local-dir:{folder}", device)
-        _refuse_wrong_kind(Path(text))
-
-    model, prep, meta = load_encoder(text, device=device)
+    parsed = parse_model_spec(text, role="encoder")
+    if parsed.is_clip:
+        return _load_openclip(parsed, device)
+    model, prep, meta = load_encoder(text if parsed.kind == "random" else parsed.path, device=device)
     arch = {
         "type": "snapsight",
         "backbone": meta["backbone"],
@@ -84,25 +80,6 @@ def load_feature_encoder(spec: str | os.PathLike, device: str | torch.device = "
         "image_size": prep.image_size,
     }
     return FeatureEncoder(model, prep, arch, text, arch["num_features"])
-
-
-def _refuse_wrong_kind(path: Path) -> None:
-    """One clear sentence for the usual mix-ups: a bare weights file, a classifier, an open_clip folder."""
-    if not path.exists():
-        raise SnapsightError(
-            f"encoder not found: {path} (pass a `snapsight pretrain` run directory, its encoder/ folder, "
-            "random:<backbone>@<size>, or openclip:<model>)"
-        )
-    if path.is_file():
-        raise SnapsightError(
-            f"{path} is a file; --encoder takes a `snapsight pretrain` run directory or an encoder folder "
-            "(holding config.json and model.safetensors), not a bare weights or checkpoint file"
-        )
-    if (path / "classifier.json").is_file():
-        raise SnapsightError(
-            f"{path} is a trained classifier (snapsight probe output), not an encoder; use it with "
-            "`snapsight classify --model`, or pass the encoder it was trained from"
-        )
 
 
 def build_encoder_module(arch: dict[str, Any]) -> nn.Module:
@@ -154,44 +131,33 @@ def with_activation_of(model_cfg: dict[str, Any], visual: nn.Module) -> dict[str
     return {**model_cfg, "quick_gelu": quick}
 
 
-def _parse_clip_spec(spec: str) -> tuple[str | None, str | None]:
-    """``openclip:NAME[:PRETRAINED]`` / ``local-dir:DIR`` / ``clip:default`` -> ``(model, pretrained)``."""
-    if spec.startswith("clip:"):
-        if spec != "clip:default":
-            raise SnapsightError(f"unknown CLIP encoder '{spec}'; use clip:default, openclip:<model>[:<pretrained>] or local-dir:<folder>")
-        return None, None
-    if spec.startswith("local-dir:"):
-        return spec, None
-    name, _, pretrained = spec[len("openclip:"):].partition(":")
-    if not name:
-        raise SnapsightError("openclip: needs a model name, e.g. openclip:ViT-B-32:laion2b_s34b_b79k")
-    return name, pretrained or None
-
-
-def _openclip_model_cfg(name: str | None, source: str | None) -> dict[str, Any] | None:
+def _openclip_model_cfg(spec: ModelSpec, info: dict[str, Any]) -> dict[str, Any] | None:
+    """The architecture config of a loaded CLIP model: from its folder's ``open_clip_config.json`` when it has one,
+    else from open_clip's registry."""
     import open_clip
 
-    for folder in (source, name[len("local-dir:"):] if name and name.startswith("local-dir:") else None):
-        if folder and (Path(folder) / "open_clip_config.json").is_file():
-            return json.loads((Path(folder) / "open_clip_config.json").read_text())["model_cfg"]
+    for folder in (info.get("source"), spec.path if spec.kind == "open_clip_dir" else None):
+        if folder and (Path(folder) / OPEN_CLIP_CONFIG).is_file():
+            return read_open_clip_config(Path(folder) / OPEN_CLIP_CONFIG)
+    name = info.get("name") or spec.name
     return open_clip.get_model_config(name) if name else None
 
 
-def _load_openclip(spec: str, device: str | torch.device) -> FeatureEncoder:
+def _load_openclip(spec: ModelSpec, device: str | torch.device) -> FeatureEncoder:
     """CLIP image tower through the zero-shot loader (same resolution rules as ``snapsight classify``)."""
 
-    model_name, pretrained = _parse_clip_spec(spec)
-    bundle = load_clip(model_name, pretrained, device="cpu")
+    bundle = load_clip(spec, device="cpu")
     kind, info = bundle.info.get("kind", "open_clip"), bundle.info
     if kind != "open_clip":
         raise SnapsightError(
-            f"{spec} is a {kind} CLIP model; probes take open_clip image towers (openclip:<model>, "
+            f"{spec.text} is a {kind} CLIP model; probes take open_clip image towers (openclip:<model>, "
             "local-dir:<folder>, clip:default)"
         )
-    visual, source, name = bundle.model.visual, info.get("source"), info.get("name") or model_name
-    model_cfg = _openclip_model_cfg(model_name if model_name and model_name.startswith("local-dir:") else name, source)
+    visual, name = bundle.model.visual, info.get("name") or spec.name
+    model_cfg = _openclip_model_cfg(spec, info)
     if model_cfg is None:
-        raise SnapsightError(f"cannot find the open_clip architecture config of '{spec}', so a classifier could not be saved")
+        raise SnapsightError(
+            f"cannot find the open_clip architecture config of '{spec.text}', so a classifier could not be saved")
     model_cfg = with_activation_of(model_cfg, visual)
     pp = getattr(visual, "preprocess_cfg", {}) or {}
     size = pp.get("size", getattr(visual, "image_size", 224))
@@ -200,6 +166,6 @@ def _load_openclip(spec: str, device: str | torch.device) -> FeatureEncoder:
     prep = Preprocessing(image_size=size, mean=tuple(pp.get("mean", OPENAI_MEAN)), std=tuple(pp.get("std", OPENAI_STD)),
                          resize=resize)
     tower = _ClipImageTower(visual, int(model_cfg["embed_dim"]))
-    arch = {"type": "openclip", "model_cfg": model_cfg, "name": str(name), "pretrained": pretrained,
+    arch = {"type": "openclip", "model_cfg": model_cfg, "name": str(name), "pretrained": spec.pretrained,
             "num_features": tower.num_features}
-    return FeatureEncoder(tower.to(device).eval(), prep, arch, spec, tower.num_features)
+    return FeatureEncoder(tower.to(device).eval(), prep, arch, spec.text, tower.num_features)

@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file
@@ -74,28 +74,32 @@ def feature_cache_key(encoder: FeatureEncoder, dataset: LabeledDataset) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-class _Images(torch.utils.data.Dataset):
-    """Preprocessed tensors of a LabeledDataset; unreadable items come back flagged, not raised."""
+class ImageItems(torch.utils.data.Dataset):
+    """``(image (3, S, S), index, error)`` items of a LabeledDataset: preprocessed, then ``transform`` (e.g. the
+    fine-tuning augmentation) when given. An unreadable image comes back flagged (zeros and the reason), not
+    raised, so one bad file does not end a pass over thousands."""
 
-    def __init__(self, dataset: LabeledDataset, preprocessing: Preprocessing):
-        self.dataset, self.preprocessing = dataset, preprocessing
+    def __init__(self, dataset: LabeledDataset, preprocessing: Preprocessing,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.dataset, self.preprocessing, self.transform = dataset, preprocessing, transform
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
         try:
-            return self.preprocessing(self.dataset.load(i)), i, ""
+            x = self.preprocessing(self.dataset.load(i))
         except ImageError as e:
             s = self.preprocessing.image_size
             return torch.zeros(3, s, s), i, str(e) or "unreadable image"
+        return (self.transform(x) if self.transform is not None else x), i, ""
 
 
 def image_loader(dataset: LabeledDataset, preprocessing: Preprocessing, batch_size: int,
                  num_workers: int = 0, shuffle: bool = False) -> torch.utils.data.DataLoader:
     """Batches ``(images (B,3,S,S), indices (B,), errors list[str])`` over ``dataset``."""
     return torch.utils.data.DataLoader(
-        _Images(dataset, preprocessing), batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+        ImageItems(dataset, preprocessing), batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
         persistent_workers=False,
     )
 

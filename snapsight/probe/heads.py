@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import require
 from ..train.knn import knn_predict
 
 log = logging.getLogger(__name__)
@@ -126,11 +127,21 @@ def train_knn_head(
 
 @dataclass
 class LinearConfig:
-    weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1])  # L2 grid, picked on val top-1
+    weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1])  # L2 grid (val)
     max_iter: int = 200  # L-BFGS iterations per grid point
+
+    def __post_init__(self) -> None:
+        require(bool(self.weight_decays) and min(self.weight_decays) >= 0, "linear.weight_decays",
+                "list at least one value, none negative", self.weight_decays)
+        require(self.max_iter >= 1, "linear.max_iter", "be at least 1", self.max_iter)
 
 
 @dataclass
 class KnnConfig:
     ks: list[int] = field(default_factory=lambda: [20, 200])  # neighbour counts tried; the best on val is kept
     temperature: float = 0.07  # vote weight exp(cos / temperature)
+
+    def __post_init__(self) -> None:
+        # k=0 would train a classifier that always answers class 0
+        require(bool(self.ks) and min(self.ks) >= 1, "knn.ks", "list neighbour counts of at least 1", self.ks)
+        require(self.temperature > 0, "knn.temperature", "be above 0", self.temperature)

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..artifacts.files import atomic_write_json
-from ..config import save_config, to_dict
+from ..config import require, save_config, to_dict
 from ..data.labeled import align_classes, check_classes, load_labeled, stratified_fraction, stratified_split
 from ..errors import SnapsightError
 from ..models.encoders import load_feature_encoder
@@ -73,38 +73,16 @@ class ProbeConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Heads
-# ---------------------------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Fine-tuning
-# ---------------------------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Prediction on datasets and images
-# ---------------------------------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        # Values that would otherwise fail deep inside (a batch size of 0 in the data loader)
+        require(self.batch_size >= 1, "batch_size", "be at least 1", self.batch_size)
+        require(0 < self.val_split < 1, "val_split", "be between 0 and 1", self.val_split)
+        require(0 < self.labels_fraction <= 1, "labels_fraction", "be in (0, 1]", self.labels_fraction)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The whole recipe (what `snapsight probe` runs)
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _check_settings(cfg: ProbeConfig) -> None:
-    """Values that would otherwise fail deep inside (or, for k=0, train a classifier that always says class 0)."""
-    if not cfg.knn.ks or min(cfg.knn.ks) < 1:
-        raise SnapsightError(f"knn.ks must list neighbour counts of at least 1, got {cfg.knn.ks}")
-    if not cfg.linear.weight_decays:
-        raise SnapsightError("linear.weight_decays must list at least one value")
-    for key, value in (("batch_size", cfg.batch_size), ("finetune.batch_size", cfg.finetune.batch_size)):
-        if value < 1:
-            raise SnapsightError(f"{key} must be at least 1, got {value}")
-    if not 0 < cfg.val_split < 1:
-        raise SnapsightError(f"val_split must be between 0 and 1, got {cfg.val_split}")
 
 
 def _report_skipped(role: str, skipped: Sequence[tuple[str, str]], echo: Callable[[str], None]) -> None:
@@ -131,7 +109,6 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, echo: Callable[[str], Non
     for key in ("encoder", "train"):
         if not getattr(cfg, key):
             raise SnapsightError(f"--{key} is required (or set '{key}:' in the config)")
-    _check_settings(cfg)
     t_start = time.time()
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -140,8 +117,6 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, echo: Callable[[str], Non
     # --- data -----------------------------------------------------------------------------------------------
     train_full = load_labeled(cfg.train)
     check_classes(train_full, "train")
-    if not 0 < cfg.labels_fraction <= 1:
-        raise SnapsightError(f"labels fraction must be in (0, 1], got {cfg.labels_fraction}")
     # The labels fraction is the whole labeled budget: without --val, the validation images are held out
     # from the chosen subset, so "1% of labels" never hides a large labeled validation set.
     labeled = train_full

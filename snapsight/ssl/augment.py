@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from ..config import require
 from ..preprocessing import Preprocessing
 
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL and torchvision use
@@ -41,9 +42,19 @@ class AugmentConfig:
     jitter_p: float = 0.8  # probability of colour jitter
     jitter_strength: float = 1.0  # s: brightness/contrast/saturation 0.8*s, hue 0.2*s (SimCLR: 1.0 on ImageNet)
     gray_p: float = 0.2  # probability of converting to grayscale
-    blur: bool | str = "auto"  # auto (on when image_size >= 64) | on | off (YAML on/off read as true/false)
+    blur: bool | Literal["auto", "on", "off"] = "auto"  # auto: on when image_size >= 64 (YAML on/off: true/false)
     blur_p: float = 0.5  # probability of blurring a view when blur is on
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])  # Gaussian sigma range (pixels)
+
+    def __post_init__(self) -> None:
+        require(self.blur in (True, False, "auto", "on", "off"), "augment.blur", "be auto, on or off", self.blur)
+        _check_range("augment.crop_scale", self.crop_scale, at_most=1.0)
+        _check_range("augment.crop_ratio", self.crop_ratio)
+        _check_range("augment.blur_sigma", self.blur_sigma)
+        for key in ("hflip_p", "jitter_p", "gray_p", "blur_p"):
+            value = getattr(self, key)
+            require(0 <= value <= 1, f"augment.{key}", "be a probability between 0 and 1", value)
+        require(self.jitter_strength >= 0, "augment.jitter_strength", "be at least 0", self.jitter_strength)
 
     @classmethod
     def recommended(cls, image_size: int, grayscale: bool = False) -> "AugmentConfig":
@@ -57,9 +68,14 @@ class AugmentConfig:
     def blur_enabled(self, image_size: int) -> bool:
         if isinstance(self.blur, bool):
             return self.blur
-        if self.blur not in ("auto", "on", "off"):
-            raise ConfigError(f"augment.blur must be auto, on or off, got '{self.blur}'")
         return self.blur == "on" or (self.blur == "auto" and image_size >= 64)
+
+
+def _check_range(key: str, values: list[float], at_most: float | None = None) -> None:
+    """``values`` must be ``[low, high]`` with ``0 < low <= high`` (and ``high <= at_most`` when given)."""
+    bound = f" <= {at_most:g}" if at_most is not None else ""
+    require(len(values) == 2 and 0 < values[0] <= values[1] and (at_most is None or values[1] <= at_most), key,
+            f"be [low, high] with 0 < low <= high{bound}", values)
 
 
 def _uniform(n: int, lo: float, hi: float, device, generator=None) -> torch.Tensor:

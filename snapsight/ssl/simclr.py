@@ -1,12 +1,12 @@
 """SimCLR (Chen et al. 2020) as a task for the shared training loop: view transform -> backbone -> projection
 head -> NT-Xent. Each part is swappable in one line; :class:`PretrainConfig` is the recipe behind
-``snapsight pretrain`` and ``configs/simclr-*.yaml``.
+``snapsight pretrain`` and the ``simclr-*`` recipes (see :mod:`snapsight.ssl.pretrain`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -14,10 +14,10 @@ from torch import nn
 
 from ..artifacts.encoder import ENCODER_SUBDIR, save_encoder
 from ..backbones import create_backbone
-from ..errors import ConfigError
+from ..config import require
 from ..preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from ..train.config import TrainConfig
 from ..train.distributed import gather_with_grad, get_rank, is_distributed
-from ..train.loop import TrainConfig
 from .augment import AugmentConfig, SimCLRViewTransform
 from .heads import SimCLRProjectionHead
 from .loss import nt_xent_loss
@@ -29,18 +29,33 @@ FASHION_MNIST_STD = (0.3530, 0.3530, 0.3530)
 @dataclass
 class DataConfig:
     source: str = ""  # image folder, HF dataset (save_to_disk) folder, Fashion-MNIST folder, or "fashion-mnist"
-    kind: str = "auto"  # auto | folder | hf | fashion-mnist
+    kind: Literal["auto", "folder", "hf", "fashion-mnist"] = "auto"  # what source holds (auto: detected)
     split: str = "train"  # split of a HF DatasetDict or of Fashion-MNIST
-    streaming: str = "auto"  # auto (stream when decoded images exceed cache_gb) | on | off
+    streaming: Literal["auto", "on", "off"] = "auto"  # auto: stream when decoded images exceed cache_gb
     cache_gb: float = 4.0  # largest decoded dataset kept in memory
     load_size: int = 0  # side images are stored at before augmentation (0: model.image_size)
     num_workers: int = -1  # image-decoding processes (-1: one per spare CPU core)
     image_column: str = ""  # HF datasets: image column ("": the first Image feature)
     label_column: str = ""  # HF datasets: label column ("": the first ClassLabel feature); monitoring only
     max_images: int = 0  # use at most this many images (0: all)
-    knn: bool | str = "auto"  # online kNN monitor: auto (when labels exist) | off
+    knn: bool | Literal["auto", "on", "off"] = "auto"  # online kNN monitor: auto/on (when labels exist) | off
     knn_bank_size: int = 5000  # labeled images whose features vote in kNN
     knn_query_size: int = 1000  # labeled images classified by kNN (Fashion-MNIST: from the test split)
+
+    def __post_init__(self) -> None:
+        require(self.cache_gb >= 0, "data.cache_gb", "be at least 0", self.cache_gb)
+        require(self.load_size >= 0, "data.load_size", "be at least 0 (0: model.image_size)", self.load_size)
+        require(self.num_workers >= -1, "data.num_workers", "be at least -1 (-1: one per spare core)",
+                self.num_workers)
+        require(self.max_images >= 0, "data.max_images", "be at least 0 (0: all)", self.max_images)
+        for key in ("knn_bank_size", "knn_query_size"):
+            value = getattr(self, key)
+            require(value >= 1, f"data.{key}", "be at least 1 (data.knn=off turns the monitor off)", value)
+
+    @property
+    def knn_enabled(self) -> bool:
+        """Whether the online kNN monitor runs where labels exist (``knn`` is auto, on or true)."""
+        return self.knn not in (False, "off")
 
 
 @dataclass
@@ -55,6 +70,15 @@ class ModelConfig:
     proj_layers: int = 2  # projection head depth (SimCLR v1: 2)
     temperature: float = 0.5  # NT-Xent temperature
 
+    def __post_init__(self) -> None:
+        require(self.image_size >= 1, "model.image_size", "be at least 1", self.image_size)
+        require(len(self.mean) == 3, "model.mean", "list 3 values (R, G, B)", self.mean)
+        require(len(self.std) == 3 and all(v > 0 for v in self.std), "model.std", "list 3 positive values (R, G, B)",
+                self.std)
+        for key in ("proj_hidden_dim", "proj_out_dim", "proj_layers"):
+            require(getattr(self, key) >= 1, f"model.{key}", "be at least 1", getattr(self, key))
+        require(self.temperature > 0, "model.temperature", "be positive", self.temperature)
+
 
 @dataclass
 class PretrainConfig:
@@ -63,6 +87,9 @@ class PretrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str = "runs/pretrain"  # run directory
+
+    def __post_init__(self) -> None:
+        require(bool(self.out), "out", "name a run directory", self.out)
 
 
 class SimCLRTask(nn.Module):
@@ -86,9 +113,6 @@ class SimCLRTask(nn.Module):
     @classmethod
     def from_config(cls, model_cfg: ModelConfig, augment_cfg: AugmentConfig,
                     export_meta: dict[str, Any] | None = None) -> "SimCLRTask":
-
-        if model_cfg.proj_layers < 1:
-            raise ConfigError(f"model.proj_layers must be at least 1, got {model_cfg.proj_layers}")
         prep = Preprocessing(image_size=model_cfg.image_size, mean=tuple(model_cfg.mean), std=tuple(model_cfg.std))
         backbone = create_backbone(model_cfg.backbone, image_size=model_cfg.image_size, **model_cfg.backbone_kwargs)
         head = SimCLRProjectionHead(backbone.num_features, model_cfg.proj_hidden_dim, model_cfg.proj_out_dim,

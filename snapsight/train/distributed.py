@@ -100,3 +100,12 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return x
     return torch.cat(_GatherWithGrad.apply(x), dim=0)
+
+
+def any_process(flag: bool, device: torch.device) -> bool:
+    """True when ``flag`` is true on any process (a collective: every process must call it)."""
+    if not is_distributed():
+        return bool(flag)
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

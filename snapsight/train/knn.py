@@ -37,7 +37,8 @@ def knn_predict(
     return torch.cat(out) if out else torch.zeros(0, num_classes)
 
 
-def knn_accuracy(train_features, train_labels, query_features, query_labels, num_classes, k=200, temperature=0.1) -> float:
-    """Top-1 accuracy of :func:`knn_predict`."""
+def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, query_features: torch.Tensor,
+                 query_labels: torch.Tensor, num_classes: int, k: int = 200, temperature: float = 0.1) -> float:
+    """Top-1 accuracy of :func:`knn_predict` on ``query_labels`` ``(num_queries,)``."""
     scores = knn_predict(train_features, train_labels, query_features, num_classes, k, temperature)
     return (scores.argmax(1).cpu() == query_labels.long().cpu()).float().mean().item()

@@ -18,7 +18,7 @@ import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from PIL import Image
 from ..data.images import open_image
 from ..errors import SnapsightError
 from ..models.clip import LoadedClip, encode_text_trimmed, load_clip, token_lengths
-from ..runtime import resolve_device
+from ..runtime import bf16_supported, resolve_device
 from .index import IndexConfig, LabelIndex, cache_key, load_or_build_index
 from .prompts import LabelSet, load_label_set, mean_prompt_embeddings, resolve_templates
 
@@ -47,7 +47,7 @@ class ZeroShotConfig:
     multi_label_min_prob: float = 0.5  # multi-label: a label is present from this probability on
     batch_size: int = 32  # images per forward pass
     text_batch_size: int = 256  # prompts per forward pass when building a label index
-    precision: str = "auto"  # auto | fp32 | bf16 ; auto = bf16 weights on CPUs/GPUs with native bf16, else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 weights on CPUs/GPUs with native bf16, else fp32
     cache_dir: str | None = None  # label-index cache; null = $SNAPSIGHT_CACHE or ~/.cache/snapsight; "" = off
     index: IndexConfig = field(default_factory=IndexConfig)
 
@@ -77,17 +77,6 @@ class ZeroShotResult:
         if self.image is not None:
             d["image"] = self.image
         return d
-
-
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):  # pragma: no cover - older/odd builds
-            return False
-    return False
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:

@@ -29,17 +29,16 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 
 from ..errors import ConfigError
+from ..runtime import cache_root
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # "Successfully loaded faiss" on every CLI run
 import faiss  # noqa: E402
 import torch
-
-from ..runtime import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ INDEX_FORMAT_VERSION = 1
 
 @dataclass
 class IndexConfig:
-    kind: str = "auto"  # auto | flat | hnsw ; auto = flat below hnsw_min_labels, hnsw from there on
+    kind: Literal["auto", "flat", "hnsw"] = "auto"  # auto = flat below hnsw_min_labels, hnsw from there on
     hnsw_min_labels: int = 500_000  # label count from which "auto" switches to HNSW
     hnsw_m: int = 32  # HNSW graph degree M (faiss default is 32; higher = better recall, more memory)
     hnsw_ef_construction: int = 200  # efConstruction: candidate list size while building (faiss default 40)

@@ -70,6 +70,26 @@ def test_streaming_yields_full_batches_and_counts_skips(tmp_path):
     assert [b["labels"].tolist() for b in batches] == [b["labels"].tolist() for b in src.loader(4, seed=1)]
 
 
+def test_streaming_loader_resumes_and_shards(tmp_path):
+    root = _write_images(tmp_path, 16, bad=2)
+    src = open_source(root, load_size=8, streaming="on")
+    loader = src.loader(4, seed=2)
+    loader.set_epoch(1)
+    full = [b["images"] for b in loader]
+    loader.set_epoch(1)
+    loader.skip_batches(2)
+    rest = [b["images"] for b in loader]
+    assert len(rest) == len(full) - 2 and all(torch.equal(a, b) for a, b in zip(rest, full[2:]))
+    loader.set_epoch(2)
+    assert not all(torch.equal(a, b["images"]) for a, b in zip(full, loader))
+    halves = [src.loader(4, seed=2, rank=r, world_size=2) for r in range(2)]
+    for h in halves:
+        h.set_epoch(1)
+    batches = [list(h) for h in halves]
+    assert len(batches[0]) == len(batches[1]) == len(full)  # DDP processes step together
+    assert all(b["images"].shape[0] == 2 for bs in batches for b in bs)
+
+
 def test_loader_is_deterministic_resumable_and_sharded():
     images = torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1).expand(20, 1, 2, 2).contiguous()
     src = TensorSource(images, torch.arange(20))

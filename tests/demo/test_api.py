@@ -161,11 +161,11 @@ def test_model_picker_loads_on_demand_and_reports_what_is_loaded(demo_server, ti
     import gradio as gr
 
     from snapsight.demo.app import SOURCE_LOCAL, SOURCE_OPEN_CLIP
-    from snapsight.demo.models import ModelSpec
+    from snapsight.demo.models import ModelChoice
 
     _, app, loads = demo_server
     spec, status, banner = app.load_model(SOURCE_LOCAL, "", "", str(tiny_clip_dir))
-    assert spec == ModelSpec(str(tiny_clip_dir)) and loads.counts[spec] == 1
+    assert spec == ModelChoice(str(tiny_clip_dir)) and loads.counts[spec] == 1
     assert "Loaded" in status and "embed dim: `16`" in status and "Offline default" not in banner
     app.load_model(SOURCE_LOCAL, "", "", str(tiny_clip_dir))
     assert loads.counts[spec] == 1  # cached

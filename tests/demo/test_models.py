@@ -5,7 +5,7 @@ import time
 import pytest
 
 from snapsight.demo.app import DemoConfig, banner_markdown, is_loopback
-from snapsight.demo.models import ModelCache, ModelSpec
+from snapsight.demo.models import ModelCache, ModelChoice
 from snapsight.errors import SnapsightError
 
 
@@ -19,12 +19,12 @@ def test_concurrent_gets_load_once():
 
     cache = ModelCache(loader)
     got = []
-    threads = [threading.Thread(target=lambda: got.append(cache.get(ModelSpec("m")))) for _ in range(8)]
+    threads = [threading.Thread(target=lambda: got.append(cache.get(ModelChoice("m")))) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert loads == [ModelSpec("m")]
+    assert loads == [ModelChoice("m")]
     assert len(got) == 8 and all(g is got[0] for g in got)
 
 
@@ -55,9 +55,9 @@ def test_serving_defaults_are_local_and_private():
 
 
 def test_banner_names_the_offline_default():
-    assert "Offline default model" in banner_markdown(ModelSpec())
-    assert "pretrained CLIP" in banner_markdown(ModelSpec())
-    assert "ViT-B-32 (openai)" in banner_markdown(ModelSpec("ViT-B-32", "openai"))
+    assert "Offline default model" in banner_markdown(ModelChoice())
+    assert "pretrained CLIP" in banner_markdown(ModelChoice())
+    assert "ViT-B-32 (openai)" in banner_markdown(ModelChoice("ViT-B-32", "openai"))
 
 
 def test_demo_command_defaults():
@@ -65,3 +65,25 @@ def test_demo_command_defaults():
 
     args = build_parser().parse_args(["demo"])
     assert args.host == "127.0.0.1" and args.port == 7860 and args.share is False and args.model is None
+
+
+def test_folders_are_told_apart_before_anything_loads(tmp_path):
+    """The model picker refuses a classifier folder (it belongs in the Classifier tab), and the Classifier tab
+    refuses a folder that holds no classifier, both without calling a loader."""
+    import gradio as gr
+
+    from snapsight.artifacts.classifier import CLASSIFIER_JSON, CLASSIFIER_KIND
+    from snapsight.demo.app import SOURCE_LOCAL, DemoApp
+
+    def no_loading(key, device):
+        raise AssertionError(f"{key} was loaded")
+
+    clf = tmp_path / "clf"
+    clf.mkdir()
+    (clf / CLASSIFIER_JSON).write_text(f'{{"kind": "{CLASSIFIER_KIND}"}}')
+    (tmp_path / "a.png").write_bytes(b"")
+    app = DemoApp(DemoConfig(), zeroshot=ModelCache(no_loading), probes=ModelCache(no_loading))
+    with pytest.raises(gr.Error, match="Classifier tab"):
+        app.load_model(SOURCE_LOCAL, "", "", str(clf))
+    with pytest.raises(gr.Error, match="is not a classifier folder"):
+        app.run_probe(str(tmp_path), [str(tmp_path / "a.png")])

@@ -13,7 +13,7 @@ from snapsight.models.encoders import load_feature_encoder
 from snapsight.preprocessing import Preprocessing
 from snapsight.probe.classifier import load_classifier, save_classifier
 from snapsight.probe.features import extract_features, feature_cache_key
-from snapsight.probe.heads import KnnHead, train_knn_head, train_linear_probe
+from snapsight.probe.heads import KnnHead, LinearProbe, train_knn_head, train_linear_probe
 
 
 def make_tree(root, n=6, size=12, seed=0, classes=("red", "green", "blue")):
@@ -153,13 +153,14 @@ def test_encoder_of_the_wrong_kind(tmp_path):
 
 
 def test_finetune_augmentation_can_be_turned_off(tmp_path):
-    from snapsight.probe.finetune import _AugmentedImages
+    from snapsight.probe.features import ImageItems
+    from snapsight.probe.finetune import finetune_augmentation
 
     ds = load_labeled(make_tree(tmp_path / "data", n=1))
     prep = Preprocessing(12, (0.5,) * 3, (0.5,) * 3)
-    x, y, i, err = _AugmentedImages(ds, prep, crop_scale_min=1.0, hflip=False)[0]
-    assert err == "" and y == ds.labels[0] and torch.equal(x, prep(ds.load(0)))
-    x2, *_ = _AugmentedImages(ds, prep, crop_scale_min=0.5, hflip=True)[0]
+    x, i, err = ImageItems(ds, prep, finetune_augmentation(12, crop_scale_min=1.0, hflip=False))[0]
+    assert err == "" and i == 0 and torch.equal(x, prep(ds.load(0)))
+    x2, *_ = ImageItems(ds, prep, finetune_augmentation(12, crop_scale_min=0.5, hflip=True))[0]
     assert x2.shape == x.shape
 
 
@@ -182,3 +183,42 @@ def test_clip_tower_arch_keeps_quick_gelu():
     with torch.no_grad():
         assert torch.equal(rebuilt(x), tower(x))
     assert with_activation_of(cfg, build_encoder_module({"type": "openclip", "model_cfg": cfg}).visual) is cfg
+
+
+def test_finetune_task_freezes_batchnorm_and_lowers_the_backbone_lr(tmp_path):
+    from snapsight.probe.finetune import FinetuneConfig, FinetuneTask
+
+    ds = load_labeled(make_tree(tmp_path / "data", n=2))
+    enc = load_feature_encoder("random:small_cnn@12")
+    bns = [m for m in enc.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns
+    cfg = FinetuneConfig(lr=0.01, backbone_lr_scale=0.1)
+    task = FinetuneTask(enc.model, LinearProbe(enc.num_features, 3), ds, cfg)
+    task.train()
+    assert task.head.training and not any(m.training for m in bns)
+    unfrozen = FinetuneTask(enc.model, LinearProbe(enc.num_features, 3), ds, FinetuneConfig(freeze_bn=False)).train()
+    assert all(m.training for m in bns) and unfrozen.training
+    groups = task.param_groups()
+    assert [g["lr"] for g in groups] == [pytest.approx(0.001), 0.01]
+    assert sum(len(g["params"]) for g in groups) == len(list(task.parameters()))
+
+    x = torch.zeros(3, 3, 12, 12)
+    out = task.training_step((x, torch.tensor([0, 2, 5]), ["", "broken", ""]))
+    assert out["loss"].requires_grad and task.skipped == {ds.describe(2): "broken"}
+    # fewer than two readable images: nothing to learn from, the loop skips the update
+    out = task.training_step((x, torch.tensor([0, 2, 5]), ["bad", "broken", ""]))
+    assert out["update"] is False and float(out["loss"]) == 0.0
+
+
+def test_probe_settings_are_checked_where_the_config_is_read():
+    from snapsight.config import from_dict
+    from snapsight.errors import ConfigError
+    from snapsight.probe.run import ProbeConfig
+
+    for data, message in [({"finetune": {"batch_size": 0}}, "finetune.batch_size must be at least 1"),
+                          ({"knn": {"ks": []}}, "knn.ks must list"),
+                          ({"linear": {"weight_decays": []}}, "linear.weight_decays must list"),
+                          ({"labels_fraction": 0}, "labels_fraction must be in"),
+                          ({"val_split": 1.0}, "val_split must be between 0 and 1")]:
+        with pytest.raises(ConfigError, match=message):
+            from_dict(ProbeConfig, data)

@@ -87,6 +87,9 @@ def test_probe_cli_bad_inputs(tmp_path, data, capsys):
     ("clip:defualt", "unknown CLIP encoder"),
     ("{tmp}/runs/pretrian", "encoder not found"),
     ("{tmp}/classifier", "is a trained classifier"),
+    ("{tmp}/hf-clip", "is a Hugging Face CLIP model"),
+    ("{tmp}/other", "no snapsight encoder found"),
+    ("openclip:ViT-B-32", "needs weights: openclip:ViT-B-32:<tag>"),
 ])
 def test_bad_encoder_is_refused_before_the_data_loads(tmp_path, data, monkeypatch, capsys, encoder, message):
     """A typo in --encoder cost the whole data loading (and decoding) first."""
@@ -94,6 +97,9 @@ def test_bad_encoder_is_refused_before_the_data_loads(tmp_path, data, monkeypatc
 
     (tmp_path / "classifier").mkdir()
     (tmp_path / "classifier" / "classifier.json").write_text("{}")
+    (tmp_path / "hf-clip").mkdir()
+    (tmp_path / "hf-clip" / "config.json").write_text('{"model_type": "clip"}')
+    (tmp_path / "other").mkdir()
     train, val = data
 
     def no_loading(*args, **kwargs):

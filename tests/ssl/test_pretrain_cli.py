@@ -91,7 +91,8 @@ def test_config_typo_and_bad_data_are_one_line_errors(image_folder, tmp_path, ca
     assert main(["pretrain", "--data", str(image_folder), "--out", out, "--batch-size", "0"]) == 2
     assert "train.batch_size must be at least 1" in capsys.readouterr().err
     assert main(["pretrain", "--data", str(image_folder), "--out", out, "--set", "augment.blur=maybe"]) == 2
-    assert "augment.blur must be" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "config key 'augment.blur'" in err and "'auto', 'on', 'off'" in err
     assert main(["pretrain", "--data", str(image_folder), "--out", out, "--set", "model.proj_layers=0"]) == 2
     assert "model.proj_layers" in capsys.readouterr().err
 
@@ -129,12 +130,69 @@ def test_failed_start_leaves_out_as_it_was(image_folder, tmp_path, capsys):
 
 
 def test_shipped_configs_load():
-    from snapsight.config import load_config
+    from snapsight.config import list_recipes, load_config
     from snapsight.ssl.simclr import PretrainConfig
 
-    for name in ("simclr-fashion-mnist.yaml", "simclr-folder.yaml"):
-        cfg = load_config(PretrainConfig, os.path.join(os.path.dirname(__file__), "..", "..", "configs", name))
-        assert cfg.train.batch_size > 0
+    names = [n for n in list_recipes() if n.startswith("simclr-")]
+    assert {"simclr-fashion-mnist", "simclr-folder", "simclr-folder-gpu", "simclr-default-model"} <= set(names)
+    for name in names:  # by name and through the configs/ link: the same file
+        cfg = load_config(PretrainConfig, name)
+        assert cfg == load_config(PretrainConfig, os.path.join(os.path.dirname(__file__), "..", "..", "configs",
+                                                               f"{name}.yaml"))
+        assert cfg.train.batch_size > 0 and cfg.train.precision == "auto", name
+
+
+def test_cli_default_is_the_packaged_recipe(image_folder, tmp_path, monkeypatch, capsys):
+    """Without --config the CLI trains exactly the packaged recipe that suits the data (plus the flags)."""
+    import snapsight.ssl.pretrain as pretrain
+    from snapsight.config import load_config
+    from snapsight.ssl.simclr import PretrainConfig
+    from snapsight.train.loop import FitResult
+
+    seen = []
+
+    def fake_run(cfg, resume=False):
+        seen.append(cfg)
+        return FitResult(step=1, epoch=1, interrupted=False, out_dir=tmp_path, loss=1.0)
+
+    monkeypatch.setattr(pretrain, "run_pretrain", fake_run)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    out = str(tmp_path / "run")
+    assert main(["pretrain", "--data", "fashion-mnist", "--out", out]) == 0
+    assert seen[-1] == load_config(PretrainConfig, "simclr-fashion-mnist", [("out", out)])
+    assert main(["pretrain", "--data", str(image_folder), "--out", out]) == 0
+    assert seen[-1] == load_config(PretrainConfig, "simclr-folder", [("data.source", str(image_folder)), ("out", out)])
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert main(["pretrain", "--data", str(image_folder), "--out", out]) == 0
+    assert seen[-1] == load_config(PretrainConfig, "simclr-folder-gpu",
+                                   [("data.source", str(image_folder)), ("out", out)])
+    assert main(["pretrain", "--config", "simclr-folder", "--data", str(image_folder), "--out", out]) == 0
+    assert seen[-1] == load_config(PretrainConfig, "simclr-folder", [("data.source", str(image_folder)), ("out", out)])
+    assert "done: step 1" in capsys.readouterr().out
+
+
+def test_resume_of_a_completed_run_says_so_and_runs_nothing(image_folder, tmp_path, monkeypatch, capsys):
+    import snapsight.ssl.pretrain as pretrain
+
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", str(image_folder), "--out", str(out), *TINY, "--epochs", "1",
+                 "--max-steps", "2"]) == 0
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["status"] == "completed" and state["step"] == 2
+    capsys.readouterr()
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a completed run was trained again")
+
+    monkeypatch.setattr(pretrain, "fit", no_fit)
+    assert main(["pretrain", "--out", str(out), "--resume"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and "the run is complete (step 2" in lines[0] and "no loss logged" not in lines[0]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+    # a longer schedule is not complete: it trains (here, into the stub)
+    with pytest.raises(AssertionError, match="trained again"):
+        main(["pretrain", "--out", str(out), "--resume", "--max-steps", "3"])
 
 
 @pytest.mark.slow

@@ -13,7 +13,8 @@ from snapsight.preprocessing import Preprocessing
 from snapsight.ssl.augment import AugmentConfig, SimCLRViewTransform
 from snapsight.ssl.heads import SimCLRProjectionHead
 from snapsight.ssl.simclr import SimCLRTask
-from snapsight.train.loop import TrainConfig, _StepModule, fit
+from snapsight.train.loop import TrainConfig, fit
+from snapsight.train.run import StepModule
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +57,9 @@ def _make_task():
 
 
 def _cfg():
+    # fp32: bf16 rounding (precision auto on a CPU with native bf16) differs between a sum over one and two shards
     return TrainConfig(epochs=2, batch_size=8, optimizer="sgd", lr=0.5, warmup_epochs=0, log_every=1,
-                       progress=False, device="cpu", knn_every=0, checkpoint_minutes=0)
+                       progress=False, device="cpu", knn_every=0, checkpoint_minutes=0, precision="fp32")
 
 
 def _worker(rank, world, port, out_dir):
@@ -70,7 +72,7 @@ def _worker(rank, world, port, out_dir):
     images = _data()
     # (1) one step: loss and gradients
     task = _make_task()
-    ddp = nn.parallel.DistributedDataParallel(_StepModule(task))
+    ddp = nn.parallel.DistributedDataParallel(StepModule(task))
     shard = images[:8][rank * 4:(rank + 1) * 4]
     loss = ddp({"images": shard})["loss"]
     loss.backward()

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from snapsight.artifacts.files import load_weights
-from snapsight.train import loop as train_mod
 from snapsight.train.loop import TrainConfig, fit, latest_checkpoint
+from snapsight.train.run import StepModule
 
 from ._tiny import tiny_source, tiny_task
 
@@ -30,7 +30,7 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch, stop_at
 
     # Second run: a real SIGTERM arrives during step 5 (mid-epoch) or step 6 (an epoch's last batch, where a resume
     # must start the next epoch rather than skip into an empty one); the loop saves and returns.
-    original = train_mod._StepModule.forward
+    original = StepModule.forward
     calls = {"n": 0}
 
     def forward_with_signal(self, batch):
@@ -39,12 +39,12 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch, stop_at
             os.kill(os.getpid(), signal.SIGTERM)
         return original(self, batch)
 
-    monkeypatch.setattr(train_mod._StepModule, "forward", forward_with_signal)
+    monkeypatch.setattr(StepModule, "forward", forward_with_signal)
     torch.manual_seed(123)
     stopped = fit(tiny_task(), src.loader(8, seed=5), _cfg(), tmp_path / "run")
     assert stopped.interrupted and stopped.step == stop_at and stopped.epoch == epoch_after
     assert (tmp_path / "run" / "encoder" / "config.json").is_file()  # an interrupted run still exports
-    monkeypatch.setattr(train_mod._StepModule, "forward", original)
+    monkeypatch.setattr(StepModule, "forward", original)
 
     torch.manual_seed(999)  # a different global RNG at restart: the checkpoint must restore it
     resumed = fit(tiny_task(seed=7), src.loader(8, seed=5), _cfg(), tmp_path / "run", resume=True)

@@ -7,8 +7,10 @@ from torch import nn
 
 from snapsight.backbones import load_encoder
 from snapsight.errors import SnapsightError
-from snapsight.train.loop import LARS, TrainConfig, fit, latest_checkpoint, warmup_cosine
+from snapsight.train.callbacks import Snapshots
+from snapsight.train.loop import TrainConfig, fit, latest_checkpoint
 from snapsight.train.monitor import KNNMonitor, read_metrics
+from snapsight.train.optim import LARS, warmup_cosine
 
 from ._tiny import tiny_source, tiny_task
 
@@ -65,10 +67,12 @@ def test_existing_run_needs_resume_and_resume_needs_a_checkpoint(tmp_path):
 
 def test_time_budget_and_snapshots(tmp_path):
     src = tiny_source(16)
-    result = fit(tiny_task(), src.loader(8), _cfg(epochs=100, snapshot_minutes=[0.0], max_minutes=1e-6), tmp_path)
+    result = fit(tiny_task(), src.loader(8), _cfg(epochs=100, max_minutes=1e-6), tmp_path,
+                 callbacks=[Snapshots(minutes=[0.0])])
     assert result.step == 1 and result.interrupted is False
     assert json.loads((tmp_path / "train_state.json").read_text())["status"] == "stopped"
     load_encoder(tmp_path / "snapshots" / "0min")
+    assert json.loads((tmp_path / "snapshots" / "0min" / "snapshot.json").read_text())["step"] == 1
     load_encoder(tmp_path)
 
 
@@ -77,3 +81,87 @@ def test_bad_settings_are_reported(tmp_path):
         fit(tiny_task(), tiny_source(16).loader(8), _cfg(optimizer="adam"), tmp_path)
     with pytest.raises(SnapsightError, match="fp16"):
         fit(tiny_task(), tiny_source(16).loader(8), _cfg(precision="fp16"), tmp_path / "b")
+
+
+@pytest.mark.parametrize("precision,native,expected", [
+    ("auto", True, torch.bfloat16),  # AVX512-BF16 / AMX: bf16 autocast
+    ("auto", False, None),  # AVX2 only: bf16 would be emulated, ~9x slower than fp32
+    ("bf16", False, torch.bfloat16),  # an explicit choice is honoured
+])
+def test_precision_auto_asks_the_cpu(tmp_path, monkeypatch, precision, native, expected):
+    from snapsight import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    task = tiny_task()
+    seen, step = [], task.training_step
+
+    def recording_step(batch):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return step(batch)
+
+    task.training_step = recording_step
+    fit(task, tiny_source(16).loader(8), _cfg(epochs=1, precision=precision), tmp_path)
+    assert seen == [expected, expected]
+
+
+def test_settings_are_checked_where_the_config_is_read():
+    from snapsight.config import from_dict
+    from snapsight.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.batch_size must be at least 1, got 0"):
+        from_dict(TrainConfig, {"batch_size": 0}, prefix="train.")
+    with pytest.raises(ConfigError, match="'train.optimizer': 'adam' is not one of"):
+        from_dict(TrainConfig, {"optimizer": "adam"}, prefix="train.")
+    with pytest.raises(ConfigError, match="'train.precision'"):
+        from_dict(TrainConfig, {"precision": "fp8"}, prefix="train.")
+    with pytest.raises(ConfigError, match="train.log_every must be at least 1"):
+        TrainConfig(log_every=0)
+    with pytest.raises(ConfigError, match="train.min_lr_ratio must be between 0 and 1"):
+        TrainConfig(min_lr_ratio=1.5)
+    with pytest.raises(ConfigError, match="train.betas"):
+        TrainConfig(betas=[0.9])
+    assert from_dict(TrainConfig, {"optimizer": "adamw", "precision": "bf16"}).precision == "bf16"
+
+
+class _PoisonGrad(torch.autograd.Function):
+    """Identity forward; the gradient it sends back is NaN on the steps listed (a finite loss all the same)."""
+
+    @staticmethod
+    def forward(ctx, x, poison):
+        ctx.poison = poison
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return (torch.full_like(g, float("nan")) if ctx.poison else g), None
+
+
+class _PoisonTask(nn.Module):
+    def __init__(self, bad_steps):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(4))
+        self.bad_steps, self.calls = set(bad_steps), 0
+
+    def training_step(self, batch):
+        poison = self.calls in self.bad_steps
+        self.calls += 1
+        return {"loss": (_PoisonGrad.apply(self.w, poison) * batch).sum() ** 2}
+
+    def export(self, out_dir):
+        return None
+
+
+@pytest.mark.parametrize("bad_steps,raises", [({1}, False), (set(range(2, 12)), True)])
+def test_bf16_steps_with_non_finite_gradients_are_skipped(tmp_path, bad_steps, raises):
+    """A NaN gradient under a finite loss never reaches the weights; a run of them stops with one sentence."""
+    data = [torch.full((4,), 0.1)] * 12
+    task = _PoisonTask(bad_steps)
+    cfg = TrainConfig(epochs=1, optimizer="sgd", lr=0.1, lr_scaling="none", warmup_steps=0, precision="bf16",
+                      device="cpu", progress=False, checkpoint_minutes=0, steps_per_epoch=12)
+    if raises:
+        with pytest.raises(SnapsightError, match="not finite in 5 steps in a row"):
+            fit(task, data, cfg, tmp_path / "run")
+        assert torch.isfinite(task.w).all()
+        return
+    fit(task, data, cfg, tmp_path / "run")
+    assert torch.isfinite(task.w).all() and not torch.equal(task.w.detach(), torch.ones(4))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-import snapsight.probe.classifier  # noqa: F401 - bound before tests patch artifacts.classifier
+from snapsight.artifacts.classifier import CLASSIFIER_JSON, CLASSIFIER_KIND
 from snapsight.cli import main
 
 from .conftest import random_images
@@ -20,6 +20,13 @@ def image_folder(tmp_path):
     ims[2].save(tmp_path / "c.png")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     return folder
+
+
+def _classifier_folder(path):
+    """A folder that says it holds a probe classifier (what detect() reads); the classifier itself is faked."""
+    path.mkdir()
+    (path / CLASSIFIER_JSON).write_text(json.dumps({"kind": CLASSIFIER_KIND}))
+    return path
 
 
 def _run(capsys, argv):
@@ -70,7 +77,7 @@ def test_labels_file_and_builtin(capsys, image_folder, tiny_open_clip_dir, tmp_p
     (["--labels", "cat", "--top-k", "0"], "top-k"),
     (["--labels", "cat", "--set", "index.kindd=flat"], "kindd"),
     (["--labels", "cat", "--templates", "fancy"], "unknown template set"),
-    (["--labels", "cat", "--set", "index.kind=foo"], "index.kind must be"),  # was a ValueError traceback
+    (["--labels", "cat", "--set", "index.kind=foo"], "index.kind"),  # was a ValueError traceback
     (["--labels", "cat", "--set", "text_batch_size=0"], "text_batch_size"),  # was a ValueError traceback
     (["--labels", "cat", "--device", "gpu0"], "unknown device"),  # was torch's RuntimeError traceback
 ])
@@ -96,8 +103,7 @@ def test_only_unreadable_images(capsys, image_folder, tiny_open_clip_dir, tmp_pa
 
 def test_probe_classifier_folder(capsys, image_folder, tmp_path, monkeypatch):
     """Contract 2: a probe classifier folder is used directly; no --labels needed."""
-    clf_dir = tmp_path / "probe-run"
-    clf_dir.mkdir()
+    clf_dir = _classifier_folder(tmp_path / "probe-run")
 
     class FakeClassifier:
         class_names = ["shirt", "shoe"]
@@ -105,7 +111,6 @@ def test_probe_classifier_folder(capsys, image_folder, tmp_path, monkeypatch):
         def predict(self, images, top_k=5):
             return [[("shoe", 0.75), ("shirt", 0.25)][:top_k] for _ in images]
 
-    monkeypatch.setattr("snapsight.artifacts.classifier.is_classifier_dir", lambda path: str(path) == str(clf_dir))
     monkeypatch.setattr("snapsight.probe.classifier.load_classifier", lambda path, device="auto": FakeClassifier())
     code, out, _ = _run(capsys, ["classify", str(image_folder / "a.png"), "--model", str(clf_dir),
                                  "--format", "json", "--no-progress"])
@@ -126,9 +131,7 @@ def test_probe_classifier_folder(capsys, image_folder, tmp_path, monkeypatch):
 ])
 def test_probe_classifier_refuses_zero_shot_options(capsys, image_folder, tmp_path, monkeypatch, argv, named):
     """--threshold, --multi-label, --labels, --templates were silently ignored with a trained classifier."""
-    clf_dir = tmp_path / "probe-run"
-    clf_dir.mkdir()
-    monkeypatch.setattr("snapsight.artifacts.classifier.is_classifier_dir", lambda path: str(path) == str(clf_dir))
+    clf_dir = _classifier_folder(tmp_path / "probe-run")
 
     def load_classifier(path, device="auto"):
         raise AssertionError("the classifier was loaded before the options were checked")

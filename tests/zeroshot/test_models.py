@@ -158,9 +158,24 @@ def test_offline_missing_model_gives_one_sentence(offline, tmp_path, model, pret
 def test_default_model_dir_is_used(monkeypatch, tiny_open_clip_dir):
     monkeypatch.setattr("snapsight.models.clip.default_model_dir", lambda: tiny_open_clip_dir)
     monkeypatch.setattr("snapsight.models.clip.DEFAULT_MODEL_NAME", "snapsight-default-test")
-    bundle = load_clip(None)
-    assert bundle.info["name"] == "snapsight-default-test"
-    assert bundle.info["source"] == str(tiny_open_clip_dir)
+    for spec in (None, "clip:default"):
+        bundle = load_clip(spec)
+        assert bundle.info["name"] == "snapsight-default-test"
+        assert bundle.info["source"] == str(tiny_open_clip_dir)
+
+
+def test_align_run_and_parsed_specs(tiny_open_clip_dir, tmp_path):
+    """An align run folder loads its model/; an already parsed ModelSpec is taken as it is; an encoder spec is
+    refused with one sentence."""
+    from snapsight.artifacts.spec import parse_model_spec
+
+    run = tmp_path / "align-run"
+    shutil.copytree(tiny_open_clip_dir, run / "model")
+    via_run = load_clip(str(run))
+    assert via_run.info["source"] == str(run / "model")
+    assert via_run.info["fingerprint"] == load_clip(parse_model_spec(f"local-dir:{run / 'model'}")).info["fingerprint"]
+    with pytest.raises(SnapsightError, match="not a CLIP model"):
+        load_clip(parse_model_spec("random:small_cnn", role="encoder"))
 
 
 def test_trimmed_encoding_for_custom_text_clip_and_fallbacks():
