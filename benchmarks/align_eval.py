@@ -41,6 +41,7 @@ from snapsight.artifacts.clip_dir import find_clip_dir, load_clip_dir
 from snapsight.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from snapsight.default_model import build, wordings
 from snapsight.models import default as default_asset
+from snapsight.runtime import describe_cpu
 from snapsight.zeroshot.prompts import TEMPLATE_SETS, image_embeddings, text_embeddings
 
 log = logging.getLogger("align_eval")
@@ -238,6 +239,7 @@ def pct(x: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    print(f"cpu: {describe_cpu()}", flush=True)  # figures depend on it: name it beside them
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="aligned model folder (default: the offline default model)")
     ap.add_argument("--encoder", default="runs/default-model/pretrain",

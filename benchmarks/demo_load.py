@@ -241,6 +241,9 @@ def _table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
+    from snapsight.runtime import describe_cpu
+
+    print(f"cpu: {describe_cpu()}", flush=True)  # figures depend on it: name it beside them
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="'tiny' (random tiny CLIP), 'random:ViT-B-32' (an open_clip architecture, random "
                    "weights), an open_clip name (with --pretrained) or a folder; default: the offline default model")

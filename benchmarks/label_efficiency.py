@@ -37,7 +37,7 @@ from snapsight.preprocessing import Preprocessing
 from snapsight.probe.features import FeatureSet, extract_features
 from snapsight.probe.finetune import FinetuneConfig, finetune, predict_dataset
 from snapsight.probe.heads import LinearProbe, train_knn_head, train_linear_probe
-from snapsight.runtime import seed_everything
+from snapsight.runtime import describe_cpu, seed_everything
 
 FMNIST_MEAN, FMNIST_STD = (0.286,) * 3, (0.353,) * 3
 ROWS = {
@@ -201,6 +201,7 @@ def render(results: dict, fractions) -> str:
 
 
 def main() -> None:
+    print(f"cpu: {describe_cpu()}", flush=True)  # figures depend on it: name it beside them
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--encoder", default="runs/ssl/fmnist-bench", help="SSL encoder (run dir / encoder dir / random:...)")
     p.add_argument("--parts", default="pixels,ssl,supervised,finetune", help="comma list: pixels, ssl, supervised, finetune")

@@ -88,6 +88,9 @@ def linear_probe(train_x, train_y, test_x, test_y, max_iter: int = 1000) -> tupl
 
 
 def main() -> None:
+    from snapsight.runtime import describe_cpu
+
+    print(f"cpu: {describe_cpu()}", flush=True)  # figures depend on it: name it beside them
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/simclr-fashion-mnist.yaml")
     ap.add_argument("--out", default="runs/ssl/fmnist-bench")

@@ -47,6 +47,9 @@ class _PILDataset(torch.utils.data.Dataset):
 
 
 def main() -> None:
+    from snapsight.runtime import describe_cpu
+
+    print(f"cpu: {describe_cpu()}", flush=True)  # figures depend on it: name it beside them
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/simclr-fashion-mnist.yaml")
     ap.add_argument("--batch-size", type=int, default=512)

@@ -295,6 +295,9 @@ def agreement(a: dict, b: dict) -> dict:
 
 
 def main() -> int:
+    from snapsight.runtime import describe_cpu
+
+    print(f"cpu: {describe_cpu()}", flush=True)  # figures depend on it: name it beside them
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/zeroshot/bench")
     ap.add_argument("--quick", action="store_true", help="tiny model and sizes: checks that the script runs")

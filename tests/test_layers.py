@@ -106,7 +106,6 @@ def test_every_module_of_the_package_is_on_a_floor():
 
 
 def test_import_floors_hold():
-    pytest.importorskip("importlinter", reason="import-linter is not installed (the dev extra has it)")
     run = subprocess.run(
         [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; "
                                "sys.exit(lint_imports(no_cache=True, no_logo=True))"],

@@ -244,12 +244,11 @@ def test_plain_open_clip_loads_offline_with_identical_scores(aligned_dir, tmp_pa
 
 
 def test_zero_shot_loader_gives_identical_scores(aligned_dir):
-    zs = pytest.importorskip("snapsight.zeroshot")
-    if not hasattr(zs, "ZeroShotClassifier"):
-        pytest.skip("snapsight.zeroshot.ZeroShotClassifier not available yet")
     from PIL import Image
 
-    clf = zs.ZeroShotClassifier.load(model=str(aligned_dir), device="cpu", precision="fp32")  # auto may pick bf16
+    from snapsight.zeroshot import ZeroShotClassifier
+
+    clf = ZeroShotClassifier.load(model=str(aligned_dir), device="cpu", precision="fp32")  # auto may pick bf16
     img = Image.new("RGB", (20, 20), (200, 30, 30))
     res = clf.classify([img], ["a red square", "a blue circle"], templates="none", top_k=2)[0]
     by_label = dict(zip(res.labels, res.scores))

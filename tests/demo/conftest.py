@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from snapsight.probe.classifier import save_classifier
+from snapsight.probe.heads import LinearProbe
 from tests.demo.tiny_clip import make_tiny_clip_dir
 
 # Limits small enough to test with tiny files.
@@ -35,13 +37,14 @@ def tiny_clip_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def zeroshot_api():
-    return pytest.importorskip("snapsight.zeroshot", reason="zero-shot API not available").ZeroShotClassifier
+    from snapsight.zeroshot import ZeroShotClassifier
+
+    return ZeroShotClassifier
 
 
 @pytest.fixture(scope="session")
 def tiny_probe_dir(tmp_path_factory):
     """A 3-class linear classifier on a random small_cnn, saved the way `snapsight probe` saves it."""
-    probe = pytest.importorskip("snapsight.probe.run")
     import torch
 
     from snapsight.backbones import create_backbone
@@ -49,10 +52,10 @@ def tiny_probe_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     encoder = create_backbone("small_cnn", image_size=16, widths=(4, 8))
-    head = probe.LinearProbe(encoder.num_features, 3)
+    head = LinearProbe(encoder.num_features, 3)
     arch = {"type": "snapsight", "backbone": "small_cnn", "image_size": 16, "backbone_kwargs": {"widths": [4, 8]}}
     out = tmp_path_factory.mktemp("probe")
-    probe.save_classifier(out, encoder, arch, head, ["shirt", "shoe", "bag"], Preprocessing(image_size=16), "linear")
+    save_classifier(out, encoder, arch, head, ["shirt", "shoe", "bag"], Preprocessing(image_size=16), "linear")
     return out
 
 

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 
 def test_summary_merges_the_client_processes():
     from benchmarks.demo_load import summarize
@@ -25,7 +23,8 @@ def test_summary_merges_the_client_processes():
 
 def test_each_client_runs_in_its_own_process(demo_server):
     """Clients as threads of one process share one GIL and measure the load generator, not the server."""
-    demo_load = pytest.importorskip("benchmarks.demo_load")
+    from benchmarks import demo_load
+
     url, app, _ = demo_server
 
     class InProcessServer:  # the session's demo runs in this test process
