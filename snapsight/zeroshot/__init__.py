@@ -27,14 +27,15 @@ from .prompts import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..models.clip import LoadedClip, load_clip
+    from ..models.clip import load_clip
+    from ..models.hub import LoadedClip
     from .classify import ZeroShotClassifier, ZeroShotConfig, ZeroShotResult
 
 _LAZY = {
     "ZeroShotClassifier": "snapsight.zeroshot.classify",
     "ZeroShotConfig": "snapsight.zeroshot.classify",
     "ZeroShotResult": "snapsight.zeroshot.classify",
-    "LoadedClip": "snapsight.models.clip",
+    "LoadedClip": "snapsight.models.hub",
     "load_clip": "snapsight.models.clip",
 }
 

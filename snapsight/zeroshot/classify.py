@@ -27,7 +27,9 @@ from PIL import Image
 
 from ..data.images import open_image
 from ..errors import SnapsightError
-from ..models.clip import LoadedClip, encode_text_trimmed, load_clip, token_lengths
+from ..models.clip import load_clip
+from ..models.hub import LoadedClip
+from ..models.text import encode_text_trimmed, token_lengths
 from ..runtime import bf16_supported, resolve_device
 from .index import IndexConfig, LabelIndex, cache_key, load_or_build_index
 from .prompts import LabelSet, load_label_set, mean_prompt_embeddings, resolve_templates
@@ -217,7 +219,7 @@ class ZeroShotClassifier:
         """Normalised embeddings ``(n, dim)`` of token rows ``(n, context_length)``.
 
         Rows are sorted by length and batched, so each batch runs at its own longest prompt's length
-        (see :func:`~snapsight.models.clip.encode_text_trimmed`), not at the full context.
+        (see :func:`~snapsight.models.text.encode_text_trimmed`), not at the full context.
         """
         bs = batch_size or self.config.text_batch_size
         order = torch.argsort(token_lengths(self.bundle, tokens), stable=True)

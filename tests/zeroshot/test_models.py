@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from snapsight.errors import SnapsightError
-from snapsight.models.clip import HFCLIPAdapter, encode_text_trimmed, load_clip, token_lengths
+from snapsight.models.clip import load_clip
+from snapsight.models.hf_clip import HFCLIPAdapter
+from snapsight.models.text import encode_text_trimmed, token_lengths
 
 from .conftest import TINY_OPEN_CLIP_CFG, random_images
 
@@ -184,7 +186,8 @@ def test_trimmed_encoding_for_custom_text_clip_and_fallbacks():
     from open_clip.model import CustomTextCLIP
     from open_clip.tokenizer import SimpleTokenizer
 
-    from snapsight.models.clip import LoadedClip, _open_clip_text_parts
+    from snapsight.models.hub import LoadedClip
+    from snapsight.models.text import _open_clip_text_parts
 
     torch.manual_seed(0)
     model = CustomTextCLIP(**json.loads(json.dumps(TINY_OPEN_CLIP_CFG))).eval()
