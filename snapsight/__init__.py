@@ -5,11 +5,13 @@ Public API (what the demo and users import)::
     from snapsight import load_encoder, create_backbone, open_image
     from snapsight import ZeroShotClassifier, parse_labels      # zero-shot (imports open_clip on first use)
     from snapsight import load_classifier, is_classifier_dir    # classifiers saved by `snapsight probe`
+    from snapsight import parse_model_spec, detect               # what a model name or a folder is
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .artifacts import detect, parse_model_spec
 from .backbones import create_backbone, list_backbones, load_encoder, register_backbone
 from .data.images import open_image
 from .errors import ConfigError, ImageError, SnapsightError
@@ -18,7 +20,7 @@ from .preprocessing import Preprocessing
 _LAZY = {
     "ZeroShotClassifier": "snapsight.zeroshot",
     "parse_labels": "snapsight.zeroshot",
-    "load_classifier": "snapsight.probe.classifier",
+    "load_classifier": "snapsight.probe",
     "is_classifier_dir": "snapsight.artifacts.classifier",
 }
 
@@ -43,8 +45,10 @@ __all__ = [
     "SnapsightError",
     "__version__",
     "create_backbone",
+    "detect",
     "list_backbones",
     "load_encoder",
     "open_image",
+    "parse_model_spec",
     "register_backbone",
 ]

@@ -37,14 +37,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
 import gradio as gr  # noqa: E402
 
-from snapsight.artifacts import detect
-from snapsight.data.images import MAX_IMAGE_PIXELS, open_image
+from snapsight import ImageError, SnapsightError, detect, open_image
+from snapsight.data import MAX_IMAGE_PIXELS
 from snapsight.demo.batching import MicroBatcher
 from snapsight.demo.examples import EXAMPLES_DIR, example_files
 from snapsight.demo.models import ModelCache, ModelChoice, probe_cache, zeroshot_cache
-from snapsight.errors import ImageError, SnapsightError
-from snapsight.zeroshot import TEMPLATE_SETS, parse_labels, resolve_templates
-from snapsight.zeroshot.explain import explain_label
+from snapsight.zeroshot import TEMPLATE_SETS, explain_label, parse_labels, resolve_templates
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from snapsight.probe.classifier import load_classifier
-from snapsight.zeroshot import ZeroShotClassifier
+from snapsight import ZeroShotClassifier, load_classifier
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,6 @@ __all__ = ["FitResult", "LARS", "TrainConfig", "build_optimizer", "default_param
            "latest_checkpoint", "peak_lr", "setup_device", "warmup_cosine"]
 
 
-
 @dataclass
 class FitResult:
     step: int

@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -201,7 +203,11 @@ class Run:
             self._backward_and_step(loss)
             s.epoch_loss_sum = s.epoch_loss_sum + loss.detach().double()
             s.epoch_batches += 1
-        self.sched.step()
+        with warnings.catch_warnings():
+            # a skipped update still advances the schedule (the lr stays a function of the step, for resume);
+            # torch warns about that order once, which would only confuse a user
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+            self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         s.step += 1
         s.batch_in_epoch += 1

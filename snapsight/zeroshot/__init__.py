@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..models.clip import load_clip
     from ..models.hub import LoadedClip
     from .classify import ZeroShotClassifier, ZeroShotConfig, ZeroShotResult
+    from .explain import explain_label
 
 _LAZY = {
     "ZeroShotClassifier": "snapsight.zeroshot.classify",
@@ -37,6 +38,7 @@ _LAZY = {
     "ZeroShotResult": "snapsight.zeroshot.classify",
     "LoadedClip": "snapsight.models.hub",
     "load_clip": "snapsight.models.clip",
+    "explain_label": "snapsight.zeroshot.explain",
 }
 
 
@@ -59,6 +61,7 @@ __all__ = [
     "ZeroShotConfig",
     "ZeroShotResult",
     "builtin_label_set",
+    "explain_label",
     "list_builtin_label_sets",
     "load_clip",
     "load_label_set",
