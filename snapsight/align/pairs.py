@@ -40,8 +40,6 @@ class PairLoader(BatchOrder):
     def __init__(self, pairs: Any, transform: Callable[[Any], torch.Tensor], batch_size: int, seed: int = 0,
                  num_workers: int = 0, rank: int | None = None, world_size: int | None = None):
         world = world_size or dist_utils.get_world_size()
-        if batch_size % world:
-            raise SnapsightError(f"batch_size {batch_size} must be a multiple of the {world} processes")
         if len(pairs) < batch_size:
             raise SnapsightError(f"{len(pairs)} image-text pairs are fewer than one batch of {batch_size}")
         super().__init__(len(pairs), batch_size, seed=seed, rank=dist_utils.get_rank() if rank is None else rank,

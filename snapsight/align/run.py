@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from ..config import apply_overrides, from_dict, read_yaml, save_config, to_dict
+from ..config import load_config, require, save_config, to_dict
 from ..data.captions import CLASS_TEMPLATES, ConcatPairs, open_pairs, read_synonyms
-from ..errors import ConfigError, SnapsightError
+from ..errors import SnapsightError
 from ..runtime import seed_everything
 from ..train import distributed as dist_utils
 from ..train.loop import FitResult, TrainConfig, fit, setup_device
@@ -43,24 +43,16 @@ class AlignConfig:
     train: TrainConfig = field(default_factory=_align_train_defaults)  # the shared training loop's settings
 
     def __post_init__(self) -> None:
-        if self.embed_dim < 0:
-            raise ConfigError(f"config key 'embed_dim' must be 0 (automatic) or a positive size, got {self.embed_dim}")
-        if self.context_length < 1:
-            raise ConfigError(f"config key 'context_length' must be at least 1 token, got {self.context_length}")
-        if self.num_workers < 0:
-            raise ConfigError(f"config key 'num_workers' must be 0 or more, got {self.num_workers}")
+        require(self.embed_dim >= 0, "embed_dim", "be 0 (automatic) or a positive size", self.embed_dim)
+        require(self.context_length >= 1, "context_length", "be at least 1 token", self.context_length)
+        require(self.num_workers >= 0, "num_workers", "be 0 or more", self.num_workers)
 
 
 def load_align_config(path: str | Path | None = None, overrides: Sequence[Any] = ()) -> AlignConfig:
     """Typed :class:`AlignConfig` from a YAML file or packaged recipe name (``"align-default"``) + overrides
     (``train.*`` keys go to the loop's TrainConfig); ``path`` None starts from the defaults."""
-    data = read_yaml(path) if path is not None else {}
-    data = apply_overrides(data, overrides)
-    train = data.get("train") or {}
-    if not isinstance(train, dict):
-        raise ConfigError("config key 'train' must be a mapping of training-loop settings")
-    data["train"] = {**to_dict(_align_train_defaults()), **train}  # align defaults under the file's values
-    return from_dict(AlignConfig, data)
+    # alignment's loop defaults (AdamW, CLIP's betas, ...) lie under the file's values, not TrainConfig's own
+    return load_config(AlignConfig, path, overrides, base={"train": to_dict(_align_train_defaults())})
 
 
 def open_config_pairs(cfg: AlignConfig) -> Any:

@@ -85,7 +85,6 @@ def load_feature_encoder(spec: str | os.PathLike, device: str | torch.device = "
 def build_encoder_module(arch: dict[str, Any]) -> nn.Module:
     """Re-create the (randomly initialised) encoder module described by ``arch``."""
     if arch["type"] == "snapsight":
-
         return create_backbone(arch["backbone"], image_size=int(arch.get("image_size", 224)), **arch.get("backbone_kwargs", {}))
     if arch["type"] == "openclip":
         return _openclip_visual_from_cfg(arch["model_cfg"])

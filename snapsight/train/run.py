@@ -199,15 +199,19 @@ class Run:
         if not torch.isfinite(loss.detach()).all():
             raise SnapsightError(f"loss became {loss.item()} at step {s.step}: lower train.lr or use precision=fp32")
         lr_now = self.opt.param_groups[0]["lr"]
+        stepped = False
         if out.get("update", True):  # False: nothing to learn from this batch; the step still counts
-            self._backward_and_step(loss)
+            stepped = self._backward_and_step(loss)
             s.epoch_loss_sum = s.epoch_loss_sum + loss.detach().double()
             s.epoch_batches += 1
-        with warnings.catch_warnings():
-            # a skipped update still advances the schedule (the lr stays a function of the step, for resume);
-            # torch warns about that order once, which would only confuse a user
-            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+        if stepped:
             self.sched.step()
+        else:
+            with warnings.catch_warnings():
+                # a skipped update still advances the schedule (the lr stays a function of the step, for resume);
+                # torch warns about that order, which would only confuse a user
+                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+                self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         s.step += 1
         s.batch_in_epoch += 1
@@ -317,7 +321,8 @@ class Run:
             self._pending_rng = None
         return iterator
 
-    def _backward_and_step(self, loss: torch.Tensor) -> None:
+    def _backward_and_step(self, loss: torch.Tensor) -> bool:
+        """Backward and optimizer step; False when the update was skipped (non-finite bf16 gradients)."""
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
         else:
@@ -331,9 +336,11 @@ class Run:
             self.scaler.update()
         elif self.amp_dtype == torch.bfloat16 and not self._grads_finite():
             self._skip_bad_step()
+            return False
         else:
             self._bad_grad_steps = 0
             self.opt.step()
+        return True
 
     def _grads_finite(self) -> bool:
         # oneDNN's bf16 convolution backward has been seen to return NaN gradients under a finite loss; one such
