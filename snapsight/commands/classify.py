@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
 
         if not args.labels and not args.labels_file:
             raise SnapsightError('zero-shot classification needs labels: --labels "cat, sunset, pizza" or --labels-file FILE')
-        from ..zeroshot.prompts import load_label_set
+        from ..labels import load_label_set
 
         label_set = load_label_set(args.labels, args.labels_file)
         clf = ZeroShotClassifier.load(args.model, args.pretrained, device=args.device, config=cfg)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .prompts import (
+from ..labels import (
     TEMPLATE_SETS,
     Label,
     LabelSet,

@@ -1,7 +1,7 @@
 import pytest
 
 from snapsight.errors import SnapsightError
-from snapsight.zeroshot.prompts import (
+from snapsight.labels import (
     CLIP80_TEMPLATES,
     MAX_LABEL_CHARS,
     TEMPLATE_SETS,
@@ -106,3 +106,23 @@ def test_templates():
         resolve_templates("clip81")
     with pytest.raises(SnapsightError, match="placeholder"):
         resolve_templates(["no placeholder"])
+
+
+def test_template_text_files_equal_open_clip_templates():
+    """The template sets are kept as text so label parsing never imports open_clip; they must stay open_clip's."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+
+    from snapsight.labels import SIMPLE_TEMPLATES
+
+    assert CLIP80_TEMPLATES == tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+    assert SIMPLE_TEMPLATES == tuple(t("{}") for t in SIMPLE_IMAGENET_TEMPLATES)
+
+
+def test_label_parsing_imports_no_open_clip():
+    import subprocess
+    import sys
+
+    code = ("import sys, snapsight.labels as L; L.load_label_set('cat, dog'); L.resolve_templates('clip80'); "
+            "print(sorted(m for m in ('open_clip', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
