@@ -8,7 +8,8 @@ Measures, each beside chance and beside a linear probe on the same image encoder
    draws), plus the training wordings for reference. Two held-out lists: the development list
    (snapsight.default_model.EVAL_WORDINGS: "sneakers", "pants", "sweater", ...) that recipes were tuned on,
    and the frozen test list (TEST_WORDINGS), written down before that tuning and scored once at the end.
-2. Held-out emoji (never shown in training): retrieval of each one's name among all emoji names.
+2. Held-out emoji and Tux Paint stamps (never shown in training): retrieval of each one's name among all emoji /
+   stamp names; the held-out stamps' topic folder named zero-shot among topic words.
 3. Classes held out of alignment entirely: a second model aligned without some Fashion-MNIST classes,
    scored 10-way on the test images of those classes.
 4. LiT lock modes (image / text / none) from the same SSL encoder on a small equal wall-time budget.
@@ -29,8 +30,9 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -137,10 +139,39 @@ def heldout_zero_shot(model, tok, img_emb, labels, templates, heldout: dict[str,
     return out
 
 
+def expanded_single_wording(model, tok, img_emb, labels, templates, heldout: dict[str, Sequence[str]],
+                            draws: int = 200, seed: int = 0) -> dict[str, Any]:
+    """One held-out wording per class as a user types it, with ``--expand wordnet``: each draw's ten labels are
+    expanded together (the senses are chosen among them), as ``snapsight classify --expand wordnet`` does. The
+    same draws as :func:`single_wording_draws` (same seed), so on/off compare draw for draw."""
+    from snapsight.labels import Label, LabelSet
+    from snapsight.zeroshot.expand import expand_labels_wordnet
+
+    classes = list(FASHION_MNIST_CLASSES)
+    counts = [len(heldout[c]) for c in classes]
+    rng = np.random.default_rng(seed)
+    cache: dict[tuple[str, ...], torch.Tensor] = {}
+    accs, added = [], {}
+    for _ in range(draws):
+        picks = [heldout[classes[c]][rng.integers(0, counts[c])] for c in range(len(classes))]
+        expanded = expand_labels_wordnet(LabelSet([Label(w, (w,)) for w in picks]))
+        names = [tuple(lab.names) for lab in expanded.labels]
+        for n in names:
+            if n not in cache:
+                cache[n] = text_embeddings(model, tok, [list(n)], templates)[0]
+            if len(n) > 1:
+                added[n[0]] = list(n[1:])
+        txt = torch.stack([cache[n] for n in names])
+        accs.append(float(((img_emb @ txt.T).argmax(1).numpy() == labels).mean()))
+    return {"mean": float(np.mean(accs)), "min": float(np.min(accs)), "max": float(np.max(accs)), "draws": draws,
+            "expansions_seen": added}
+
+
 def fmnist_zero_shot(model, tok, img_emb, labels, templates, draws: int = 200, seed: int = 0,
-                     test: bool = True) -> dict[str, Any]:
+                     test: bool = True, expand: bool = False) -> dict[str, Any]:
     """Seen wordings, class names, the development held-out list (EVAL_WORDINGS) and, unless ``test`` is
-    False, the frozen test list (TEST_WORDINGS)."""
+    False, the frozen test list (TEST_WORDINGS); with ``expand``, one wording per class also with
+    ``--expand wordnet``."""
     classes = list(FASHION_MNIST_CLASSES)
     out: dict[str, Any] = {}
     out["seen_wordings_ensemble"], _ = zero_shot_acc(model, tok, img_emb, labels,
@@ -149,6 +180,11 @@ def fmnist_zero_shot(model, tok, img_emb, labels, templates, draws: int = 200, s
     out["dev"] = heldout_zero_shot(model, tok, img_emb, labels, templates, wordings.EVAL_WORDINGS, draws, seed)
     if test:
         out["test"] = heldout_zero_shot(model, tok, img_emb, labels, templates, wordings.TEST_WORDINGS, draws, seed)
+    if expand:
+        for key, lists in (("dev", wordings.EVAL_WORDINGS), ("test", wordings.TEST_WORDINGS)):
+            if key in out:
+                out[key]["single_wording_expanded"] = expanded_single_wording(
+                    model, tok, img_emb, labels, templates, lists, draws, seed)
     return out
 
 
@@ -175,6 +211,48 @@ def emoji_eval(model, preprocess, tok, held_names: Sequence[str], probe: bool = 
         out[f"{tag}_top5"] = float((ranks[mask] < 5).mean())
     if probe:
         out["probe_top1_all"] = emoji_probe(model, preprocess, renders, x)
+    return out
+
+
+STAMP_TOPIC_WORDS = {  # how a user would name each Tux Paint topic folder
+    "animals": "an animal", "cartoon": "a cartoon character", "clothes": "clothes", "food": "food",
+    "hobbies": "a hobby", "household": "a household object", "medical": "medical equipment",
+    "military": "military equipment", "naturalforces": "a force of nature", "people": "a person",
+    "plants": "a plant", "seasonal": "a holiday decoration", "space": "outer space", "sports": "sports",
+    "symbols": "a symbol", "town": "a town", "vehicles": "a vehicle",
+}
+
+
+def stamp_eval(model, preprocess, tok, held_keys: Sequence[str]) -> dict[str, Any]:
+    """Tux Paint stamps: retrieval of each stamp's name among all stamp names (held out / trained), and the
+    held-out stamps' topic named zero-shot among :data:`STAMP_TOPIC_WORDS` with the default prompts."""
+    from PIL import Image
+
+    from snapsight.data.stamps import render_stamp
+
+    train_s, held_s = wordings.training_stamps()
+    everything = train_s + held_s
+    held_set = set(held_keys) if held_keys else {s.key for s in held_s}
+    names = sorted({s.name for s in everything})
+    x = torch.stack([preprocess(render_stamp(s).resize((64, 64), Image.BICUBIC)) for s in everything])
+    img = image_embeddings(model, x)
+    txt = text_embeddings(model, tok, [[n] for n in names], ["{}"])
+    sims = img @ txt.T
+    correct = torch.tensor([names.index(s.name) for s in everything])
+    ranks = (sims > sims.gather(1, correct[:, None])).sum(1).numpy()
+    is_held = np.array([s.key in held_set for s in everything])
+    out: dict[str, Any] = {"names": len(names), "held_out": int(is_held.sum()), "chance_top1": 1 / len(names),
+                           "chance_top5": 5 / len(names)}
+    for tag, mask in (("held_out", is_held), ("trained", ~is_held)):
+        out[f"{tag}_top1"] = float((ranks[mask] < 1).mean())
+        out[f"{tag}_top5"] = float((ranks[mask] < 5).mean())
+    topics = sorted(STAMP_TOPIC_WORDS)
+    ttxt = text_embeddings(model, tok, [[STAMP_TOPIC_WORDS[t]] for t in topics], eval_templates())
+    pred = (img[is_held] @ ttxt.T).argmax(1).numpy()
+    truth = np.array([topics.index(s.topic) for s in everything if s.key in held_set])
+    out["held_out_topic_top1"] = float((pred == truth).mean())
+    out["topics"] = len(topics)
+    out["topic_chance"] = float(max(np.bincount(truth)) / len(truth))  # always answering the commonest topic
     return out
 
 
@@ -259,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="score only the development wordings (EVAL_WORDINGS): for tuning; TEST_WORDINGS is scored once")
     ap.add_argument("--quick", action="store_true", help="skip the linear probes and the emoji evaluation")
     ap.add_argument("--label", default="", help="a name for this run in the printed tables")
+    ap.add_argument("--expand", action="store_true",
+                    help="also score one wording per class with --expand wordnet (needs wordnet-base)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.manual_seed(0)
@@ -285,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     test_x, test_y = fmnist_tensors("test", preprocess)
     train_x, train_y = (None, None) if args.quick else fmnist_tensors("train", preprocess, limit=args.probe_train)
     img = image_embeddings(model, test_x)
-    fm = fmnist_zero_shot(model, tok, img, test_y, templates, test=not args.dev_only)
+    fm = fmnist_zero_shot(model, tok, img, test_y, templates, test=not args.dev_only, expand=args.expand)
     if not args.quick:
         fm["linear_probe_aligned_trunk"] = linear_probe(trunk_features(model, train_x), train_y,
                                                        trunk_features(model, test_x), test_y)
@@ -302,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         results["emoji"] = emoji_eval(model, preprocess, tok, held_names)
         log.info("emoji done (%.0f s)", time.time() - t0)
+        held_stamps = meta.get("held_out_stamps") or meta.get("pairs_info", {}).get("stamps_held_out") or []
+        results["stamps"] = stamp_eval(model, preprocess, tok, held_stamps)
+        log.info("stamps done (%.0f s)", time.time() - t0)
 
     if not args.skip_holdout:
         holdout = [c.strip() for c in args.holdout_classes.split(",") if c.strip()]
@@ -358,6 +441,10 @@ def print_tables(r: dict[str, Any]) -> None:
         sw = h["single_wording"]
         print(f"| {name}, one per class (mean of {sw['draws']} draws; worst {pct(sw['min'])}, best {pct(sw['max'])})"
               f" | **{pct(sw['mean'])}** |")
+        if "single_wording_expanded" in h:
+            ex = h["single_wording_expanded"]
+            print(f"| {name}, one per class, --expand wordnet (mean of {ex['draws']} draws; worst {pct(ex['min'])}, "
+                  f"best {pct(ex['max'])}) | **{pct(ex['mean'])}** |")
         print(f"| {name}, one per class, bare word without template (mean) | {pct(h['single_wording_bare'])} |")
         print(f"| {name}, all 4 per class ensembled | {pct(h['ensemble'])} |")
     print(f"| training wordings (seen) | {pct(fm['seen_wordings_ensemble'])} |")
@@ -382,6 +469,15 @@ def print_tables(r: dict[str, Any]) -> None:
     if "probe_top1_all" in e:
         print(f"| linear probe on the image trunk (all emoji, labels given) | {pct(e['probe_top1_all'])} | |")
     print(f"| chance | {pct(e['chance_top1'])} | {pct(e['chance_top5'])} |")
+    if "stamps" in r:
+        st = r["stamps"]
+        print(f"\n### Tux Paint stamps: name retrieval among all {st['names']} names\n")
+        print("| stamps | top-1 | top-5 |\n|---|---|---|")
+        print(f"| held out of training ({st['held_out']}) | {pct(st['held_out_top1'])} | {pct(st['held_out_top5'])} |")
+        print(f"| seen in training | {pct(st['trained_top1'])} | {pct(st['trained_top5'])} |")
+        print(f"| chance | {pct(st['chance_top1'])} | {pct(st['chance_top5'])} |")
+        print(f"\nheld-out stamps' topic named among {st['topics']} topic words: {pct(st['held_out_topic_top1'])} "
+              f"(always the commonest topic: {pct(st['topic_chance'])})")
     if "held_out_classes" in r:
         h = r["held_out_classes"]
         print(f"\n### Classes held out of alignment ({', '.join(h['held_out'])}), 10-way zero-shot\n")

@@ -11,9 +11,10 @@ Measured in one run (``--quick`` shrinks everything for a smoke test):
    optional torch.compile), its GFLOP/s (FLOPs counted by ``torch.utils.flop_counter``) against a
    plain 4096^2 matmul in the same dtype;
 2. label index build time (cold) and load time (cached) at 10 / 1,000 / 21,843 labels;
-3. per-image latency (batch 1) and images/s (batch 32) of snapsight vs the pipeline (fp32 and bf16,
-   batch 1 and 32 at 10 labels; fewer images at large label counts, where the pipeline re-encodes
-   every label for every image);
+3. per-image latency (batch 1) and images/s (batch 32) of snapsight vs the pipeline, each at its fastest
+   precision on this CPU (bf16 where the CPU has native bf16, fp32 where bf16 would be emulated, e.g. AVX2 only),
+   batch 1 and 32 at 10 labels; fewer images at large label counts, where the pipeline re-encodes every label
+   for every image; both sides also in fp32 at 10 labels;
 4. agreement: max |p_snapsight - p_pipeline| and top-1 agreement at 10 labels.
 
 Run (writes a JSON + markdown table under --out)::
@@ -258,8 +259,20 @@ def pipeline_benchmark(model_dir: Path, paths: list[Path], label_counts: list[in
     return rows, probs10
 
 
+def fastest_precision() -> str:
+    """``bf16`` where the CPU runs it natively, else ``fp32`` (emulated bf16 is several times slower than fp32)."""
+    from snapsight.runtime import cpu_has_native_bf16
+
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 def head_to_head(model_dir: Path, paths: list[Path], n_labels: int, reps: int) -> dict:
-    """Alternate snapsight and the pipeline (both bf16, batch 32) ``reps`` times, so both see the same load.
+    """Alternate snapsight and the pipeline (both at the fastest precision, batch 32) ``reps`` times, so both see
+    the same load.
 
     On a shared CPU the load drifts by minutes; measurements taken minutes apart are not comparable.
     """
@@ -268,8 +281,9 @@ def head_to_head(model_dir: Path, paths: list[Path], n_labels: int, reps: int) -
     from snapsight.zeroshot import ZeroShotClassifier
 
     labels = make_labels(n_labels)
-    clf = ZeroShotClassifier.load(str(model_dir), device="cpu", precision="bf16", cache_dir="")
-    pipe = pipeline("zero-shot-image-classification", model=str(model_dir), device="cpu", dtype=torch.bfloat16)
+    fast = fastest_precision()
+    clf = ZeroShotClassifier.load(str(model_dir), device="cpu", precision=fast, cache_dir="")
+    pipe = pipeline("zero-shot-image-classification", model=str(model_dir), device="cpu", dtype=torch_dtype(fast))
     label_set, _ = clf.label_index(labels, [PROMPT])
     names = [str(p) for p in paths]
     clf.classify(paths[:2], label_set, templates=[PROMPT])
@@ -281,7 +295,7 @@ def head_to_head(model_dir: Path, paths: list[Path], n_labels: int, reps: int) -
         t, _ = timed(lambda: pipe(names, candidate_labels=labels, batch_size=32))
         theirs.append(len(paths) / t)
         log(f"head-to-head {n_labels} labels rep {rep}: snapsight {ours[-1]:.1f} img/s, pipeline {theirs[-1]:.1f} img/s")
-    return {"labels": n_labels, "images": len(paths), "snapsight_images_per_s": ours, "pipeline_images_per_s": theirs,
+    return {"labels": n_labels, "images": len(paths), "precision": fast, "snapsight_images_per_s": ours, "pipeline_images_per_s": theirs,
             "median_ratio": float(np.median(np.array(ours) / np.array(theirs)))}
 
 
@@ -342,27 +356,30 @@ def main() -> int:
         return 0
     if not args.skip_encoder:
         result["encoder"] = encoder_benchmark(model_dir, images, args.quick, args.try_compile)
-    result["snapsight_bf16"], p_ours = snapsight_benchmark(model_dir, paths, images, label_counts, cache_dir, "bf16")
+    fast = fastest_precision()
+    result["precision"] = fast  # both sides: bf16 only where the CPU has it natively
+    result["cpu_line"] = describe_cpu()
+    result["snapsight_fast"], p_ours = snapsight_benchmark(model_dir, paths, images, label_counts, cache_dir, fast)
     result["snapsight_fp32"], p_ours32 = snapsight_benchmark(model_dir, paths, images, label_counts[:1], cache_dir,
                                                              "fp32")
     few = {label_counts[0]: min(8, n_images)}
     for n in label_counts[1:]:
         few[n] = 2 if n <= 2000 else 1
     pipe_counts = [int(x) for x in args.pipeline_labels.split(",")] if args.pipeline_labels else label_counts
-    result["pipeline_bf16"], p_pipe = pipeline_benchmark(model_dir, paths, pipe_counts, torch.bfloat16, few)
+    result["pipeline_fast"], p_pipe = pipeline_benchmark(model_dir, paths, pipe_counts, torch_dtype(fast), few)
     for n in label_counts:
-        if n not in result["pipeline_bf16"]:  # linear extrapolation from the largest measured count
-            m = max(result["pipeline_bf16"])
-            small = min(result["pipeline_bf16"])
-            per_label = (result["pipeline_bf16"][m]["latency_s"] - result["pipeline_bf16"][small]["latency_s"]) / (m - small)
-            lat = result["pipeline_bf16"][m]["latency_s"] + per_label * (n - m)
-            result["pipeline_bf16"][n] = {"latency_s": lat, "images_per_s_batch1": 1 / lat, "images": 0,
+        if n not in result["pipeline_fast"]:  # linear extrapolation from the largest measured count
+            m = max(result["pipeline_fast"])
+            small = min(result["pipeline_fast"])
+            per_label = (result["pipeline_fast"][m]["latency_s"] - result["pipeline_fast"][small]["latency_s"]) / (m - small)
+            lat = result["pipeline_fast"][m]["latency_s"] + per_label * (n - m)
+            result["pipeline_fast"][n] = {"latency_s": lat, "images_per_s_batch1": 1 / lat, "images": 0,
                                           "extrapolated_from": [small, m]}
-            log(f"pipeline[bfloat16] {n} labels: {1000 * lat:.0f} ms/img EXTRAPOLATED linearly from {small} and {m}")
+            log(f"pipeline[{fast}] {n} labels: {1000 * lat:.0f} ms/img EXTRAPOLATED linearly from {small} and {m}")
     result["pipeline_fp32"], p_pipe32 = pipeline_benchmark(model_dir, paths, label_counts[:1], torch.float32, few)
     result["agreement_fp32"] = agreement({k: v for k, v in p_ours32.items() if k in p_pipe32}, p_pipe32)
-    result["agreement_bf16"] = agreement({k: v for k, v in p_ours.items() if k in p_pipe}, p_pipe)
-    log(f"agreement fp32: {result['agreement_fp32']}, bf16: {result['agreement_bf16']}")
+    result["agreement_fast"] = agreement({k: v for k, v in p_ours.items() if k in p_pipe}, p_pipe)
+    log(f"agreement fp32: {result['agreement_fp32']}, {fast}: {result['agreement_fast']}")
     # end to end through the CLI, warm index cache, largest label set
     labels_file = out / f"labels-{label_counts[-1]}.txt"
     labels_file.write_text("\n".join(make_labels(label_counts[-1])) + "\n")
@@ -371,7 +388,7 @@ def main() -> int:
     buf = io.StringIO()
     argv = ["classify", str(out / "images"), "--labels-file", str(labels_file), "--templates", PROMPT,
             "--model", str(model_dir), "--cache-dir", str(cache_dir), "--no-progress", "--format", "json",
-            "--precision", "bf16"]
+            "--precision", fast]
     with contextlib.redirect_stdout(buf):
         t_cli, code = timed(lambda: cli_main(argv))
     result["cli_warm_largest"] = {"wall_s": t_cli, "exit": code, "images": n_images, "labels": label_counts[-1]}
@@ -383,12 +400,14 @@ def main() -> int:
 
 
 def render_markdown(r: dict, label_counts: list[int]) -> str:
-    lines = ["| labels | snapsight ms/img (batch 1) | snapsight img/s (batch 32) | pipeline bf16 ms/img | "
-             "pipeline bf16 img/s (best) | speed-up (img/s) | index build / cached load |",
+    fast = r["precision"]
+    lines = [f"cpu: {r['cpu_line']}; both sides at {fast}, the fastest precision on this CPU", "",
+             f"| labels | snapsight {fast} ms/img (batch 1) | snapsight {fast} img/s (batch 32) | pipeline {fast} "
+             f"ms/img | pipeline {fast} img/s (best) | speed-up (img/s) | index build / cached load |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     for n in label_counts:
-        s = r["snapsight_bf16"][n]
-        p = r["pipeline_bf16"][n]
+        s = r["snapsight_fast"][n]
+        p = r["pipeline_fast"][n]
         best_p = max(p.get("images_per_s_batch32", 0), p["images_per_s_batch1"])
         star = "*" if "extrapolated_from" in p else ""
         lines.append(f"| {n:,} | {1000 * s['latency_s']:.1f} | {s['images_per_s']:.1f} | "

@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Debian packages snapsight uses, in two sets. Skips what is installed; explains when apt is missing.
+# Debian packages snapsight uses, in three sets. Skips what is installed; explains when apt is missing.
 #   install-system-deps.sh demo   what the library and the demo need:
 #     dataset-fashion-mnist   Fashion-MNIST idx files under /usr/share/datasets/fashion-mnist/
 #     fonts-noto-color-emoji  colour emoji rendered as images for the offline default model
+#   install-system-deps.sh build  the above, and what building the default model needs (and
+#                                 `snapsight classify --expand wordnet`):
+#     tuxpaint-stamps-default Tux Paint's ~800 captioned cut-out pictures (about 160 MB download)
+#     wordnet-base            the WordNet 3 database under /usr/share/wordnet (about 6 MB download)
 #   install-system-deps.sh test   the above, and what only the test suite needs:
 #     chromium                headless browser for the demo's browser test (about 400 MB)
 set -euo pipefail
+demo=(dataset-fashion-mnist fonts-noto-color-emoji)
+build=("${demo[@]}" tuxpaint-stamps-default wordnet-base)
 case "${1:-demo}" in
-  demo) pkgs=(dataset-fashion-mnist fonts-noto-color-emoji) ;;
-  test) pkgs=(dataset-fashion-mnist fonts-noto-color-emoji chromium) ;;
-  *) echo "usage: $0 [demo|test]" >&2; exit 2 ;;
+  demo) pkgs=("${demo[@]}") ;;
+  build) pkgs=("${build[@]}") ;;
+  test) pkgs=("${build[@]}" chromium) ;;
+  *) echo "usage: $0 [demo|build|test]" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do

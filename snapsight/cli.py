@@ -21,6 +21,7 @@ COMMANDS = {
     "align": "align",
     "build-default-model": "build_default_model",
     "demo": "demo",
+    "export": "export",
 }
 
 

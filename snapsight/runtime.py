@@ -1,18 +1,27 @@
-"""Device selection and small runtime helpers shared by training and inference."""
+"""Device selection and small runtime helpers shared by training and inference.
+
+torch is imported inside the functions that need it, so the torch-free on-device path can use the cache folder
+and the CPU description.
+"""
 from __future__ import annotations
 
 import os
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .errors import SnapsightError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Turn ``"auto"``/``None`` into CUDA when available, else CPU; validate explicit requests."""
+    import torch
+
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -39,6 +48,8 @@ def cache_root() -> Path:
 
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -78,11 +89,15 @@ def describe_cpu() -> str:
     names = {"avx2": "AVX2", "avx512f": "AVX-512F", "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16"}
     have = [names[k] for k in CPU_FLAGS if feats[k]] or ["none of AVX2/AVX-512/AMX"]
     bf16 = "native" if cpu_has_native_bf16() else "emulated"
+    import torch
+
     return f"{os.cpu_count()} cores, {', '.join(have)}; bf16 {bf16}; torch {torch.__version__}"
 
 
 def cpu_has_native_bf16() -> bool:
     """True where oneDNN runs bf16 kernels on this CPU (AVX512 or AMX); False on AVX2-only CPUs, which emulate it."""
+    import torch
+
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # builds without oneDNN
@@ -91,6 +106,8 @@ def cpu_has_native_bf16() -> bool:
 
 def bf16_supported(device: torch.device) -> bool:
     """Whether ``device`` computes in bf16 natively (CUDA: Ampere or newer; CPU: :func:`cpu_has_native_bf16`)."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
@@ -101,6 +118,8 @@ def bf16_supported(device: torch.device) -> bool:
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The ``precision: auto`` choice for training on ``device``: bf16 where it is native, else fp16 on CUDA and
     None (fp32) on a CPU, where emulated bf16 is several times slower than fp32."""
+    import torch
+
     if bf16_supported(device):
         return torch.bfloat16
     return torch.float16 if device.type == "cuda" else None

@@ -2,8 +2,12 @@
 and the held-out wordings really being held out."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from snapsight.data.stamps import STAMPS_DIR
+from snapsight.data.wordnet import WORDNET_DIR
 from snapsight.default_model import build, wordings
 from snapsight.errors import SnapsightError
 from snapsight.models import default as default_asset
@@ -46,9 +50,22 @@ def test_heldout_check_catches_either_list_inside_a_caption():
 def test_default_pairs_refuse_a_training_caption_holding_a_heldout_wording(monkeypatch):
     monkeypatch.setitem(wordings.TRAIN_WORDINGS, "Bag", wordings.TRAIN_WORDINGS["Bag"] + ("rucksack",))
     monkeypatch.setattr(build, "training_emoji", lambda *a: ([], []))
+    monkeypatch.setattr(build, "training_stamps", lambda *a: ([], []))
     monkeypatch.setattr("snapsight.data.captions.emoji_pairs", lambda *a, **k: pytest.fail("checked too late"))
     with pytest.raises(SnapsightError, match="rucksack"):
-        build.default_pairs(max_fmnist=50)
+        build.default_pairs(max_fmnist=50, wordnet=False)
+
+
+def test_default_pairs_refuse_a_stamp_caption_holding_a_heldout_wording(monkeypatch):
+    from snapsight.data.stamps import Stamp
+
+    fake = Stamp(Path("x.png"), "clothes/x.png", "Some shoes.", "shoes", "clothes", ())
+    monkeypatch.setattr(build, "training_emoji", lambda *a: ([], []))
+    monkeypatch.setattr(build, "training_stamps", lambda *a: ([fake], []))
+    monkeypatch.setattr(build, "stamp_captions", lambda *a: ("a pair of new sneakers",))
+    monkeypatch.setattr(build, "stamp_pairs", lambda *a, **k: pytest.fail("checked too late"))
+    with pytest.raises(SnapsightError, match="'sneakers' occurs in training caption 'a pair of new sneakers'"):
+        build.default_pairs(max_fmnist=50, wordnet=False)
 
 
 def test_contains_phrase_ignores_case_and_hyphens():
@@ -194,6 +211,8 @@ def _fake_stages(monkeypatch):
     """Record what the build hands to each stage instead of training."""
     from types import SimpleNamespace
 
+    import numpy as np
+
     calls: dict = {}
 
     def run_pretrain(cfg, resume=False):
@@ -206,8 +225,15 @@ def _fake_stages(monkeypatch):
 
     monkeypatch.setattr(build, "run_pretrain", run_pretrain)
     monkeypatch.setattr(build, "run_alignment", run_alignment)
-    monkeypatch.setattr(build, "default_pairs", lambda seed=0: ("PAIRS", {"emoji_train": 0, "emoji_held_out": []}))
+    monkeypatch.setattr(build, "default_pairs", lambda seed=0: ("PAIRS", {
+        "emoji_train": 0, "emoji_held_out": [], "stamps_train": 0, "stamps_held_out": []}))
     monkeypatch.setattr(build, "write_default_asset", lambda *a: calls.setdefault("asset", a))
+
+    def write_asset_reference(asset_dir, work_dir, seed=0):
+        calls["reference"] = (asset_dir, work_dir, seed)
+        return SimpleNamespace(features=[0, 0], thresholds=np.array([0.5]), source_names=["x"])
+
+    monkeypatch.setattr(build, "write_asset_reference", write_asset_reference)
     return calls
 
 
@@ -230,6 +256,7 @@ def test_build_runs_the_packaged_recipes_as_library_calls(tmp_path, monkeypatch)
                                                    ("pairs", ["default-model pairs"])])
     assert to_dict(align) == to_dict(expected)
     assert calls["asset"][0] == work / "align" / "model" and calls["asset"][1] == tmp_path / "asset"
+    assert calls["reference"] == (tmp_path / "asset", work, 0)  # the unfamiliar-image reference of that asset
 
 
 def test_build_options_become_overrides_and_a_finished_encoder_is_reused(tmp_path, monkeypatch):
@@ -254,3 +281,98 @@ def test_build_options_become_overrides_and_a_finished_encoder_is_reused(tmp_pat
     (work / "pretrain" / "encoder" / "config.json").write_text("{}")
     build.build_default_model(work, tmp_path / "asset", resume=True)
     assert "pretrain" not in calls and calls["align"][0].image_encoder == str(work / "pretrain")
+
+
+# ------------------------------------------------------------------ WordNet, stamps and the familiarity reference
+
+needs_wordnet = pytest.mark.skipif(not (WORDNET_DIR / "data.noun").is_file(), reason="wordnet-base not installed")
+needs_stamps = pytest.mark.skipif(not STAMPS_DIR.is_dir(), reason="tuxpaint-stamps-default not installed")
+
+
+def test_near_heldout_catches_plurals_and_singulars():
+    assert wordings.near_heldout("a tennis shoe", ["tennis shoes"]) == "tennis shoes"
+    assert wordings.near_heldout("a red dress", ["dresses"]) == "dresses"
+    assert wordings.near_heldout("gym shoe", ["gym shoes"]) == "gym shoes"
+    assert wordings.near_heldout("sweatpants", ["pants"]) is None  # whole words only, as contains_phrase
+
+
+@needs_wordnet
+def test_wordnet_anchors_are_the_garment_footwear_and_bag_senses():
+    from snapsight.data.wordnet import load_wordnet
+
+    wn = load_wordnet()
+    worn = [wn.sense("clothing", 1), wn.sense("footwear", 2)]  # footwear 2: "covering for a person's feet"
+    bag = [wn.sense("container", 1)]
+    for cls, pairs in wordings.FMNIST_WORDNET_ANCHORS.items():
+        for word, number in pairs:
+            sense = wn.sense(word, number)
+            assert sense.lexname == "noun.artifact", (cls, word)
+            assert wn.is_under(sense, bag if cls == "Bag" else worn), (cls, word, sense.gloss)
+
+
+@needs_wordnet
+def test_wordnet_wordings_widen_classes_without_touching_the_heldout_lists():
+    from snapsight.data.wordnet import load_wordnet
+
+    extra = wordings.fmnist_wordnet_wordings(load_wordnet())
+    added = [w for ws in extra.values() for w in ws]
+    assert len(added) >= 30 and "jodhpurs" in extra["Trouser"] and "kaftan" in extra["Dress"]
+    assert not [w for w in added if wordings.near_heldout(w, wordings.heldout_phrases())]
+    seen = {w for ws in wordings.TRAIN_WORDINGS.values() for w in ws}
+    assert not seen & set(added) and len(added) == len(set(added))  # new words, each in one class only
+    captions = [t.format(w) for w in added for t in wordings.FMNIST_TEMPLATES]
+    assert wordings.check_heldout_wordings(captions) == []
+
+
+@needs_wordnet
+def test_emoji_get_wordnet_synonyms_only_of_their_thing_sense():
+    from snapsight.data.emoji import Emoji
+    from snapsight.data.wordnet import load_wordnet
+
+    burger, taurus = wordings.emoji_with_wordnet([Emoji("a", "hamburger"), Emoji("b", "taurus")], load_wordnet())
+    assert "beefburger" in burger.names and taurus.names == ("taurus",)
+
+
+@needs_wordnet
+@needs_stamps
+def test_stamp_captions_keep_the_heldout_wordings_out():
+    from snapsight.data.wordnet import load_wordnet
+
+    train, held = wordings.training_stamps()
+    assert train and held and not {s.key for s in train} & {s.key for s in held}
+    assert not [s for s in train + held if "pants" in s.name]  # "a pair of pants" names a held-out wording
+    wn = load_wordnet()
+    captions = [c for s in train for c in wordings.stamp_captions(s, wn)]
+    assert wordings.check_heldout_wordings(sorted(set(captions))) == []
+    kangaroo = next(s for s in train + held if s.name == "red kangaroo")
+    caps = wordings.stamp_captions(kangaroo, wn)
+    assert caps[0] == "A red kangaroo." and "red kangaroo (marsupial)" in caps
+
+
+def test_asset_reference_file_is_the_one_the_classifier_reads():
+    from snapsight.zeroshot.familiarity import REFERENCE_FILE
+
+    assert default_asset.ASSET_REFERENCE == REFERENCE_FILE
+
+
+def test_default_model_flags_a_photo_but_not_fashion_mnist(tmp_path, monkeypatch):
+    """The shipped model carries its familiarity reference: scikit-image's astronaut photo is unfamiliar, the
+    Fashion-MNIST test garments are not (measured on all evaluation images in benchmarks/familiarity_eval.py)."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from snapsight.data.fashion_mnist import load_fashion_mnist
+    from snapsight.zeroshot import ZeroShotClassifier
+
+    try:
+        images, _ = load_fashion_mnist("test")
+    except SnapsightError as e:
+        pytest.skip(f"Fashion-MNIST is not installed here ({e})")
+    monkeypatch.setenv("SNAPSIGHT_CACHE", str(tmp_path))
+    clf = ZeroShotClassifier.load(device="cpu", precision="fp32")
+    assert clf.familiarity is not None
+    garments = [Image.fromarray(a).convert("RGB") for a in images[1:200:2]]  # odd indices: not calibration
+    results = clf.classify(garments + [Image.fromarray(data.astronaut())], "shirt, boot")
+    assert results[-1].unfamiliar is True
+    assert np.mean([r.unfamiliar for r in results[:-1]]) <= 0.1

@@ -19,13 +19,14 @@ import copy
 import json
 import shutil
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SnapsightError
 from .files import atomic_write_json, read_json, save_weights
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
 
 CLIP_KIND = "snapsight-clip"
 OPEN_CLIP_CONFIG = "open_clip_config.json"

@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SnapsightError
 from .files import atomic_write_json, read_json, save_weights
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 ENCODER_KIND = "snapsight-encoder"
 ENCODER_SUBDIR = "encoder"

@@ -22,13 +22,15 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SnapsightError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+# torch and safetensors.torch are imported inside the functions that need them: reading JSON and the folder
+# layouts must not pull in torch (the on-device path and `detect` run without it).
 
 
 def _atomic_target(path: str | Path):
@@ -65,6 +67,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` through a temp file + rename. Only save tensors/containers/primitives so that
     :func:`load_training_state` can read it back with ``weights_only=True``."""
+    import torch
+
     path, tmp = _atomic_target(path)
     try:
         torch.save(obj, tmp)
@@ -75,6 +79,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 def load_training_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a resumable training state without executing pickled code (``weights_only=True``)."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise SnapsightError(f"checkpoint not found: {path}")
@@ -89,6 +95,8 @@ def load_training_state(path: str | Path, map_location: str | torch.device = "cp
 
 def save_weights(state_dict: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Atomically save a state dict as safetensors (tensors made contiguous, shared storage cloned)."""
+    from safetensors.torch import save_file
+
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     path, tmp = _atomic_target(path)
     try:
@@ -99,6 +107,9 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: str | Path, metadata
 
 
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.is_file():
         raise SnapsightError(f"weights file not found: {path}")
@@ -114,6 +125,8 @@ def state_dict_hash(model: torch.nn.Module) -> str:
     The identity of weights held in memory (feature-cache and label-index keys); any changed tensor changes it.
     """
     import hashlib
+
+    import torch
 
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):

@@ -37,6 +37,7 @@ from ..errors import SnapsightError
 from .classifier import CLASSIFIER_JSON
 from .clip_dir import MODEL_SUBDIR, OPEN_CLIP_CONFIG, find_clip_dir, is_hf_clip_dir
 from .encoder import CONFIG_NAME, ENCODER_KIND, ENCODER_SUBDIR, find_encoder_dir
+from .export import EXPORT_MANIFEST
 from .files import read_json
 
 Role = Literal["clip", "encoder"]
@@ -80,8 +81,8 @@ class ModelSpec:
 
 
 def detect(path: str | os.PathLike) -> str | None:
-    """What ``path`` holds: ``"classifier"``, ``"open_clip"``, ``"encoder"``, ``"hf_clip"``, ``"open_clip_config"``,
-    ``"weights"``, or ``None`` (missing, or nothing snapsight knows).
+    """What ``path`` holds: ``"export"`` (an ONNX export), ``"classifier"``, ``"open_clip"``, ``"encoder"``, ``"hf_clip"``,
+    ``"open_clip_config"``, ``"weights"``, or ``None`` (missing, or nothing snapsight knows).
 
     A file name only one artifact writes decides by itself (``classifier.json``, ``open_clip_config.json``, also
     in an align run's ``model/``); a shared one (``config.json``) by its content: a snapsight encoder (also in a
@@ -89,6 +90,8 @@ def detect(path: str | os.PathLike) -> str | None:
     """
     p = Path(path).expanduser()
     if p.is_dir():
+        if (p / EXPORT_MANIFEST).is_file():
+            return "export"
         if (p / CLASSIFIER_JSON).is_file():
             return "classifier"
         if any((d / OPEN_CLIP_CONFIG).is_file() for d in (p, p / MODEL_SUBDIR)):
@@ -194,6 +197,8 @@ def _parse_encoder_path(text: str) -> ModelSpec:
             "(holding config.json and model.safetensors), not a bare weights or checkpoint file"
         )
     kind = detect(path)
+    if kind == "export":
+        raise SnapsightError(_export_not_torch(path))
     if kind == "classifier":
         raise SnapsightError(
             f"{path} is a trained classifier (snapsight probe output), not an encoder; use it with "
@@ -228,6 +233,8 @@ def _parse_clip(model: str, pretrained: str | None, text: str, via_openclip: boo
             return ModelSpec("open_clip_dir", name=folder.name, path=folder, text=text)
         if kind == "hf_clip":
             return ModelSpec("hf_clip_dir", name=path.name, path=path, text=text)
+        if kind == "export":
+            raise SnapsightError(_export_not_torch(path))
         raise SnapsightError(
             f"{path} is neither an open_clip folder (open_clip_config.json + weights) "
             "nor a Hugging Face CLIP folder (config.json with model_type clip)"
@@ -257,6 +264,11 @@ def _parse_clip(model: str, pretrained: str | None, text: str, via_openclip: boo
     if via_openclip:
         raise SnapsightError(f"{text}: '{name}' is not an open_clip model name; {see}")
     raise SnapsightError(f"'{name}' is neither an open_clip model name, a local file/folder nor a hf-hub: id; {see}")
+
+
+def _export_not_torch(path: Path) -> str:
+    return (f"{path} is an ONNX export (snapsight export), which runs without torch: pass it to `snapsight classify "
+            "--model` or `snapsight demo --model`, or load it with snapsight.load_export()")
 
 
 def _open_clip_names() -> list[str]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "build the offline default zero-shot model from Fashion-MNIST + colour emoji (pretrain -> align)"
+HELP = ("build the offline default zero-shot model from Fashion-MNIST, colour emoji and Tux Paint stamps "
+        "(pretrain -> align -> unfamiliar-image reference)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,12 +25,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--seed", type=int, help="seed of both stages (default 0)")
     p.add_argument("--resume", action="store_true", help="continue interrupted stages in --work")
+    p.add_argument("--reference-only", action="store_true",
+                   help="only (re)compute the unfamiliar-image reference of the existing model in --out (default: "
+                        "the shipped asset), assembling it in --work")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..default_model.build import build_default_model
     from ..models.default import default_model_dir
 
+    if args.reference_only:
+        return _reference_only(args)
     summary = build_default_model(
         args.work, args.out, encoder=args.encoder, pretrain_minutes=args.pretrain_minutes,
         pretrain_epochs=args.pretrain_epochs, pretrain_steps=args.pretrain_steps,
@@ -38,4 +44,20 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2, default=str))
     if args.out is None:
         print(f"default model ready: {default_model_dir()}")
+    return 0
+
+
+def _reference_only(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..default_model.reference import write_asset_reference
+    from ..errors import SnapsightError
+    from ..models.default import ASSET_CONFIG, find_default_asset
+
+    asset = Path(args.out) if args.out else find_default_asset()
+    if asset is None or not (asset / ASSET_CONFIG).is_file():
+        raise SnapsightError(f"no default-model asset in {asset or 'the package or user cache'}: build it first")
+    ref = write_asset_reference(asset, args.work, seed=args.seed or 0)
+    print(json.dumps({"asset_dir": str(asset), "reference_vectors": len(ref.features),
+                      **ref.info}, indent=2))
     return 0

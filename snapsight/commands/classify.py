@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", help="open_clip pretrained tag or weights file (with an open_clip --model name)")
     p.add_argument("--top-k", type=int, help="labels shown per image (default 5)")
     p.add_argument("--templates", help="prompt templates: none, default or clip80")
+    p.add_argument("--expand", choices=("none", "wordnet"),
+                   help="wordnet: add each label's WordNet synonyms and hypernym (sense chosen among the other "
+                        "labels) to its prompts (needs apt-get install wordnet-base)")
     p.add_argument("--threshold", type=float, help='cosine similarity below which the answer is "none of these"')
     p.add_argument("--multi-label", action="store_true", default=None,
                    help="score each label independently (images with several things in them)")
@@ -88,7 +91,7 @@ def _batches(paths: list[Path], size: int, skipped: list[str]) -> Iterator[tuple
 
 def _load_config(args: argparse.Namespace):
     from ..config import load_config
-    from ..zeroshot.classify import ZeroShotConfig
+    from ..ondevice.scoring import ZeroShotConfig  # torch-free: the export route must not import torch
 
     overrides: list[Any] = list(args.set)
     for flag, key in (("templates", "templates"), ("top_k", "top_k"), ("threshold", "threshold"),
@@ -101,14 +104,18 @@ def _load_config(args: argparse.Namespace):
 
 
 def _is_probe_classifier(model: str | None) -> bool:
-    """True when ``model`` is a probe classifier folder (contract 2)."""
+    """True when ``model`` is a probe classifier folder (contract 2) or an exported one."""
     from ..artifacts.spec import detect
 
-    return model is not None and detect(model) == "classifier"
+    if model is None:
+        return False
+    kind = detect(model)
+    return kind == "classifier" or (kind == "export" and _export_task(model) == "classifier")
 
 
 # Zero-shot settings that mean nothing to a trained classifier: (flag, config key or None).
 _ZERO_SHOT_ONLY = (("--labels", None), ("--labels-file", None), ("--pretrained", None), ("--templates", "templates"),
+                   ("--expand", None),
                    ("--threshold", "threshold"), ("--multi-label", "multi_label"),
                    (None, "multi_label_min_prob"))
 
@@ -116,7 +123,7 @@ _ZERO_SHOT_ONLY = (("--labels", None), ("--labels-file", None), ("--pretrained",
 def _refuse_zero_shot_options(args: argparse.Namespace, cfg: Any) -> None:
     """A probe classifier has its own classes, a softmax over them and no text side: refuse the zero-shot
     options (set by flag, --set or --config) instead of silently ignoring them."""
-    from ..zeroshot.classify import ZeroShotConfig
+    from ..ondevice.scoring import ZeroShotConfig
 
     default = ZeroShotConfig()
     given = []
@@ -142,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         raise SnapsightError(f"--batch-size must be at least 1, got {cfg.batch_size}")
     if cfg.text_batch_size < 1:  # range(0, n, 0) raised a ValueError traceback
         raise SnapsightError(f"text_batch_size must be at least 1, got {cfg.text_batch_size}")
+    _check_numbers(cfg)
     if _is_probe_classifier(args.model):  # before any image is looked at or the classifier is loaded
         _refuse_zero_shot_options(args, cfg)
     paths, problems = collect_images(args.images)
@@ -151,26 +159,31 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {problem}", file=sys.stderr)
 
     if _is_probe_classifier(args.model):
-        from ..probe.classifier import load_classifier
-
-        probe = load_classifier(args.model, device=args.device)
+        probe = _load_probe(args, cfg)
         predict = lambda imgs: _probe_results(probe, imgs, cfg.top_k)  # noqa: E731
     else:
-        from ..zeroshot.classify import ZeroShotClassifier
-
         if not args.labels and not args.labels_file:
             raise SnapsightError('zero-shot classification needs labels: --labels "cat, sunset, pizza" or --labels-file FILE')
-        from ..labels import load_label_set
+        from ..labels import load_label_set, resolve_templates
 
         label_set = load_label_set(args.labels, args.labels_file)
-        clf = ZeroShotClassifier.load(args.model, args.pretrained, device=args.device, config=cfg)
+        if args.expand == "wordnet":
+            from ..zeroshot.expand import expand_labels_wordnet
+
+            label_set = expand_labels_wordnet(label_set)
+        resolve_templates(cfg.templates)  # a bad template is one error line before the model loads
+        if args.top_k is not None and args.top_k > len(label_set):
+            raise SnapsightError(f"--top-k must be from 1 to the number of labels ({len(label_set)}), got {args.top_k}")
+        if args.model is None:  # the same note the demo shows for its offline default model
+            print(f"note: {DEFAULT_MODEL_NOTE}", file=sys.stderr)
+        clf = _load_zero_shot(args, cfg)
         label_set, index = clf.label_index(label_set, cfg.templates)
         for note in clf.notes:
             print(f"note: {note}", file=sys.stderr)
 
         def predict(imgs):
             emb = clf.encode_images(imgs, batch_size=cfg.batch_size)
-            return clf.classify_embeddings(emb, label_set, index)
+            return clf.annotate_familiarity(clf.classify_embeddings(emb, label_set, index), imgs, cfg.batch_size)
 
     skipped: list[str] = []
     rows: list[tuple[str, Any]] = []
@@ -186,14 +199,82 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {reason}", file=sys.stderr)
     if not rows:
         raise SnapsightError(f"none of the {len(paths)} images could be read")
-    sys.stdout.write(format_results(rows, args.format, cfg.threshold))
+    explained = None
+    if cfg.multi_label and not _is_probe_classifier(args.model):
+        from ..ondevice.scoring import multi_label_explanation
+
+        explained = multi_label_explanation(clf.logit_scale, clf.logit_bias, cfg.multi_label_min_prob, cfg.threshold)
+        if args.format != "table":
+            print(f"note: {explained}", file=sys.stderr)
+    sys.stdout.write(format_results(rows, args.format, cfg.threshold, explained))
     if skipped:
         print(f"{len(skipped)} of {len(paths)} images skipped (unreadable)", file=sys.stderr)
     return 0
 
 
+DEFAULT_MODEL_NOTE = ("the offline default model knows Fashion-MNIST clothes and emoji; "
+                      "for real photos use --model ViT-B-32 --pretrained laion2b_s34b_b79k")
+
+
+def _check_numbers(cfg: Any) -> None:
+    """Threshold and multi-label probability: finite numbers in their ranges (NaN compares false everywhere)."""
+    import math
+
+    if cfg.threshold is not None and not (math.isfinite(cfg.threshold) and -1.0 <= cfg.threshold <= 1.0):
+        raise SnapsightError(f"--threshold is a cosine similarity: a number from -1 to 1, got {cfg.threshold}")
+    if not (math.isfinite(cfg.multi_label_min_prob) and 0.0 <= cfg.multi_label_min_prob <= 1.0):
+        raise SnapsightError(f"multi_label_min_prob must be a number from 0 to 1, got {cfg.multi_label_min_prob}")
+
+
+def _export_task(model: str) -> str | None:
+    """``zeroshot`` or ``classifier`` for an export folder (``snapsight export``), read from its manifest."""
+    from ..artifacts.export import EXPORT_MANIFEST
+    from ..artifacts.files import read_json
+
+    return read_json(Path(model).expanduser() / EXPORT_MANIFEST).get("task")
+
+
+def _refuse_torch_options(args: argparse.Namespace, cfg: Any) -> None:
+    """An export runs on the CPU at the precision it was exported with (fp32 or int8)."""
+    if args.precision not in (None, "auto") or cfg.precision != "auto":
+        raise SnapsightError(f"--model {args.model} is an ONNX export, which runs at the precision it was exported "
+                             "with (fp32 or int8); drop --precision or export again with --quantize int8")
+    if args.device not in ("auto", "cpu"):
+        raise SnapsightError(f"--model {args.model} is an ONNX export, which runs on the CPU; drop --device")
+
+
+def _load_probe(args: argparse.Namespace, cfg: Any) -> Any:
+    """The probe classifier: an exported one through onnxruntime (no torch), else the torch one."""
+    from ..artifacts.spec import detect
+
+    if detect(args.model) == "export":
+        from ..ondevice import OnnxProbeClassifier
+
+        _refuse_torch_options(args, cfg)
+        return OnnxProbeClassifier.load(args.model)
+    from ..probe.classifier import load_classifier
+
+    return load_classifier(args.model, device=args.device)
+
+
+def _load_zero_shot(args: argparse.Namespace, cfg: Any) -> Any:
+    """The zero-shot classifier: an export through onnxruntime (no torch), else the torch one."""
+    from ..artifacts.spec import detect
+
+    if args.model is not None and detect(args.model) == "export":
+        from ..ondevice import OnnxZeroShotClassifier
+
+        _refuse_torch_options(args, cfg)
+        if args.pretrained:
+            raise SnapsightError(f"--model {args.model} is an ONNX export with its own weights; drop --pretrained")
+        return OnnxZeroShotClassifier.load(args.model, config=cfg)
+    from ..zeroshot.classify import ZeroShotClassifier
+
+    return ZeroShotClassifier.load(args.model, args.pretrained, device=args.device, config=cfg)
+
+
 def _probe_results(probe, images, top_k: int):
-    from ..zeroshot.classify import ZeroShotResult
+    from ..ondevice.scoring import ZeroShotResult
 
     out = []
     for preds in probe.predict(images, top_k=top_k):
@@ -201,23 +282,29 @@ def _probe_results(probe, images, top_k: int):
     return out
 
 
-def format_results(rows: list[tuple[str, Any]], fmt: str, threshold: float | None = None) -> str:
-    """Render ``(image name, ZeroShotResult)`` rows as a text table, JSON or CSV."""
+def format_results(rows: list[tuple[str, Any]], fmt: str, threshold: float | None = None,
+                   explanation: str | None = None) -> str:
+    """Render ``(image name, ZeroShotResult)`` rows as a text table, JSON or CSV (``explanation``: a line put
+    above the table, e.g. what multi-label scores mean)."""
     if fmt == "json":
         return json.dumps([r.to_dict() | {"image": name} for name, r in rows], ensure_ascii=False, indent=2) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["image", "rank", "label", "prob", "cosine", "none_of_these", "present"])
+        w.writerow(["image", "rank", "label", "prob", "cosine", "none_of_these", "present", "familiarity", "unfamiliar"])
         for name, r in rows:
+            fam = ("", "") if r.familiarity is None else (f"{r.familiarity:.4f}", int(r.unfamiliar))
             for i, label in enumerate(r.labels):
                 score = f"{r.scores[i]:.6f}" if i < len(r.scores) else ""
                 present = "" if r.present is None else int(r.present[i])
-                w.writerow([name, i + 1, label, f"{r.probs[i]:.6f}", score, int(r.none_of_these), present])
+                w.writerow([name, i + 1, label, f"{r.probs[i]:.6f}", score, int(r.none_of_these), present, *fam])
         return buf.getvalue()
-    lines: list[str] = []
+    lines: list[str] = [f"({explanation})"] if explanation else []
     for name, r in rows:
         lines.append(name)
+        if r.unfamiliar:
+            lines.append(f"  (unfamiliar image: nothing like it was in the model's training data, familiarity "
+                         f"{r.familiarity:+.3f}; the answer below is a guess)")
         width = max((len(label) for label in r.labels), default=0)
         for i, label in enumerate(r.labels):
             mark = ""

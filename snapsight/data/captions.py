@@ -21,6 +21,8 @@ folders, ``fashion-mnist[:split]``  spec): captions made from class names with t
 ``emoji``                           colour emoji rendered from Noto Color Emoji with their names
 ==================================  ===========================================================
 
+Tux Paint stamps (:func:`stamp_pairs`) are captioned by the default model's build, which chooses their words.
+
 Class-labeled pairs carry their class as the *group* id, so the contrastive loss can treat two images
 of the same class as positives of each other's captions rather than as negatives (UniCL, Yang et al.
 2022). Free-form pairs get group ``-1`` (only their own caption is positive).
@@ -43,6 +45,7 @@ from ..errors import SnapsightError
 from .emoji import render_all_emoji
 from .images import iter_image_files, open_image
 from .labeled import is_hf_dataset_dir, load_labeled
+from .stamps import render_stamp
 
 IMAGE_KEYS = ("filepath", "image", "image_path", "path", "file", "filename", "img", "url")
 CAPTION_KEYS = ("title", "caption", "captions", "text", "sentence", "description", "alt_text")
@@ -311,6 +314,18 @@ def emoji_pairs(
     captions = [tuple(dict.fromkeys(t.format(n) for t in templates for n in e.names)) for e in kept]
     groups = np.arange(len(kept), dtype=np.int64) + group_offset
     return in_memory_pairs("emoji", images, captions, groups, [e.name for e in kept])
+
+
+def stamp_pairs(stamps: Sequence[Any], captions: Sequence[Sequence[str]], size: int | None = 64,
+                group_offset: int = 0) -> PairDataset:
+    """Tux Paint stamps (:class:`snapsight.data.stamps.Stamp`) rendered on white (resized to ``size`` px to save
+    memory) with the given captions; each stamp is its own group."""
+    images = []
+    for st in stamps:
+        img = render_stamp(st)
+        images.append(img.resize((size, size), Image.BICUBIC) if size else img)
+    groups = np.arange(len(stamps), dtype=np.int64) + group_offset
+    return in_memory_pairs("stamps", images, captions, groups, [st.name for st in stamps])
 
 
 class ConcatPairs(PairDataset):

@@ -4,6 +4,9 @@ Every path in snapsight that turns a file (or bytes) into pixels goes through :f
 the limits and conversions live here once:
 
 - decompression bombs are refused before decoding (``max_pixels``, default 64 MP);
+- with ``min_side``, a large image is decoded at a reduced size that still keeps its shorter side at least
+  twice ``min_side`` (JPEG: ``Image.draft``, DCT scaling while decoding; other formats: ``Image.reduce``, a box
+  filter by a whole factor): a 64 MP photo for a 224-pixel model then costs a few MB instead of ~200 MB;
 - EXIF orientation is applied (phone photos come out upright);
 - every mode is converted the same way to RGB: ``L``/``LA``/``P``/``RGBA`` composite onto white
   (transparency becomes background, as a viewer shows it), ``CMYK``/``YCbCr`` convert, 16- and
@@ -14,6 +17,7 @@ the limits and conversions live here once:
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from pathlib import Path
@@ -58,12 +62,47 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+# Decoding at reduced size keeps this many times the model's side, so the model's own (antialiased) resize
+# still has real pixels to average.
+SHRINK_HEADROOM = 2
+
+
+def shrink_factor(width: int, height: int, min_side: int | None) -> int:
+    """Largest whole factor keeping the shorter side of ``width x height`` at least ``SHRINK_HEADROOM * min_side``."""
+    if not min_side or min_side < 1:
+        return 1
+    return max(1, min(width, height) // (SHRINK_HEADROOM * int(min_side)))
+
+
+def _draft_jpeg(img: Image.Image, min_side: int | None) -> None:
+    """Ask the JPEG decoder for a 1/2, 1/4 or 1/8 scale that still keeps the headroom (before ``load()``)."""
+    w, h = img.size
+    if img.format != "JPEG" or shrink_factor(w, h, min_side) < 2:
+        return
+    scale = SHRINK_HEADROOM * int(min_side) / min(w, h)
+    img.draft(img.mode, (math.ceil(w * scale), math.ceil(h * scale)))
+
+
+def _reduce(img: Image.Image, min_side: int | None) -> Image.Image:
+    """``img`` shrunk by :func:`shrink_factor` with ``Image.reduce``; unchanged when the mode has no reduce."""
+    factor = shrink_factor(img.width, img.height, min_side)
+    if factor < 2:
+        return img
+    try:
+        return img.reduce(factor)
+    except (ValueError, NotImplementedError):  # e.g. palette images: reduced after the RGB conversion
+        return img
+
+
 def open_image(
     source: str | os.PathLike | bytes | io.IOBase | Image.Image,
     max_pixels: int | None = MAX_IMAGE_PIXELS,
+    min_side: int | None = None,
 ) -> Image.Image:
     """Open ``source`` (path, bytes, file object or PIL image) as an upright RGB PIL image.
 
+    ``min_side``: the side the caller's model needs; larger images come back shrunk to keep their shorter side
+    at least twice that (decoded at that size where the format allows). None keeps every pixel.
     Raises :class:`ImageError` for missing, corrupt, truncated, non-image or over-large inputs.
     """
     name = str(source) if isinstance(source, (str, os.PathLike)) else "<image>"
@@ -86,6 +125,7 @@ def open_image(
                         "(refused as a possible decompression bomb; resize it first)"
                     )
                 img.seek(0)
+                _draft_jpeg(img, min_side)
                 img.load()
         except ImageError:
             raise
@@ -97,11 +137,12 @@ def open_image(
             raise ImageError(f"{name}: not an image file (or a format Pillow cannot read)") from e
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ImageError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from e
+    img = _reduce(img, min_side)
     try:
         img = ImageOps.exif_transpose(img) or img
     except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the picture
         pass
-    return _to_rgb(img)
+    return _reduce(_to_rgb(img), min_side)
 
 
 def iter_image_files(root: str | os.PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Iterator[Path]:

@@ -9,25 +9,32 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..align import AlignConfig, load_align_config, run_alignment
-from ..data.captions import ConcatPairs, class_captions, emoji_pairs, labeled_pairs, repeat_pairs
+from ..data.captions import ConcatPairs, class_captions, emoji_pairs, labeled_pairs, repeat_pairs, stamp_pairs
 from ..data.labeled import load_fashion_mnist_labeled
+from ..data.wordnet import load_wordnet
 from ..errors import SnapsightError
 from ..models.default import ASSET_DIR, DEFAULT_MODEL_NAME, built_asset_dir, write_default_asset
 from ..ssl.pretrain import load_pretrain_config, run_pretrain
 from ..ssl.simclr import PretrainConfig
+from .reference import write_asset_reference
 from .wordings import (
     EMOJI_TEMPLATES,
     FMNIST_TEMPLATES,
     TRAIN_WORDINGS,
     check_heldout_wordings,
+    emoji_with_wordnet,
+    fmnist_wordnet_wordings,
     heldout_phrases,
+    stamp_captions,
     training_emoji,
+    training_stamps,
 )
 
 PRETRAIN_RECIPE = "simclr-default-model"
@@ -36,16 +43,30 @@ DEFAULT_PAIRS_NAME = "default-model pairs"  # cfg.pairs names them; the pairs th
 
 
 def default_pairs(holdout_classes: Sequence[str] = (), emoji_repeat: int = 16, max_fmnist: int = 0,
-                  seed: int = 0):
-    """Training pairs of the default model: Fashion-MNIST train images captioned with
-    :data:`TRAIN_WORDINGS` x templates (classes in ``holdout_classes`` left out entirely), plus the
-    training emoji (repeated ``emoji_repeat`` times per epoch so they are not drowned by 60k garments).
+                  seed: int = 0, stamp_repeat: int = 16, wordnet: bool = True):
+    """Training pairs of the default model: Fashion-MNIST train images captioned with :data:`TRAIN_WORDINGS`
+    (widened with WordNet hyponyms, :func:`fmnist_wordnet_wordings`) x templates (classes in ``holdout_classes``
+    left out entirely), the training emoji (names widened with WordNet synonyms) and the training Tux Paint stamps
+    (descriptions, names, WordNet words of their chosen sense), each of the last two repeated ``emoji_repeat`` /
+    ``stamp_repeat`` times per epoch so they are not drowned by 60k garments. ``wordnet=False`` builds the
+    captions without WordNet (then ``wordnet-base`` need not be installed).
 
-    Returns ``(pairs, info)``; ``info`` names the held-out emoji and classes.
+    Every training caption is checked against the held-out wordings before any image is loaded. Returns
+    ``(pairs, info)``; ``info`` names the held-out emoji, stamps and classes.
     """
-    emoji_train, emoji_held = training_emoji(heldout_phrases())
-    captions = [c for caps in class_captions(list(TRAIN_WORDINGS), FMNIST_TEMPLATES, TRAIN_WORDINGS) for c in caps]
+    heldout = heldout_phrases()
+    wn = load_wordnet() if wordnet else None
+    emoji_train, emoji_held = training_emoji(heldout)
+    stamps_train, stamps_held = training_stamps(heldout) if stamp_repeat > 0 else ([], [])
+    wordings = dict(TRAIN_WORDINGS)
+    if wn is not None:
+        extra = fmnist_wordnet_wordings(wn, heldout)
+        wordings = {c: tuple(ws) + extra.get(c, ()) for c, ws in wordings.items()}
+        emoji_train = emoji_with_wordnet(emoji_train, wn, heldout)
+    stamp_caps = [stamp_captions(st, wn, heldout) for st in stamps_train]
+    captions = [c for caps in class_captions(list(wordings), FMNIST_TEMPLATES, wordings) for c in caps]
     captions += [t.format(n) for e in emoji_train for n in e.names for t in EMOJI_TEMPLATES]
+    captions += [c for caps in stamp_caps for c in caps]
     clash = check_heldout_wordings(sorted(set(captions)))
     if clash:  # checked on the exact caption strings, before any image is loaded
         raise SnapsightError(f"held-out wording '{clash[0][0]}' occurs in training caption '{clash[0][1]}'")
@@ -57,11 +78,18 @@ def default_pairs(holdout_classes: Sequence[str] = (), emoji_repeat: int = 16, m
     if max_fmnist and len(keep) > max_fmnist:
         keep = np.sort(np.random.default_rng(seed).choice(keep, max_fmnist, replace=False))
     fm = fm.subset(keep, tag="align")
-    fm_pairs = labeled_pairs(fm, FMNIST_TEMPLATES, TRAIN_WORDINGS)
+    parts = [labeled_pairs(fm, FMNIST_TEMPLATES, wordings)]
     em_pairs = emoji_pairs(emoji_train, EMOJI_TEMPLATES, size=64)
-    pairs = ConcatPairs([fm_pairs, repeat_pairs(em_pairs, emoji_repeat)])
-    info = {"fashion_mnist_images": len(fm_pairs), "emoji_train": len(em_pairs),
+    parts.append(repeat_pairs(em_pairs, emoji_repeat))
+    if stamps_train:
+        parts.append(repeat_pairs(stamp_pairs(stamps_train, stamp_caps, size=64), stamp_repeat))
+    pairs = ConcatPairs(parts)
+    info = {"fashion_mnist_images": len(parts[0]), "emoji_train": len(em_pairs),
             "emoji_held_out": [e.name for e in emoji_held], "emoji_repeat": emoji_repeat,
+            "stamps_train": len(stamps_train), "stamps_held_out": [st.key for st in stamps_held],
+            "stamp_repeat": stamp_repeat, "wordnet": wn is not None,
+            "fmnist_wordnet_wordings": sum(len(ws) for ws in wordings.values()) - sum(
+                len(ws) for ws in TRAIN_WORDINGS.values()),
             "held_out_classes": list(holdout_classes)}
     return pairs, info
 
@@ -113,7 +141,8 @@ def build_default_model(
 ) -> dict[str, Any]:
     """Build the default model end to end: SimCLR pretraining (skipped when ``encoder`` is given) -> text-locked
     alignment on :func:`default_pairs` -> compact asset in ``out_dir`` (default: the package asset folder,
-    or the user cache when that is not writable). Returns a summary dict.
+    or the user cache when that is not writable) -> its "unfamiliar image" reference
+    (:mod:`snapsight.default_model.reference`). Returns a summary dict.
 
     Options left at ``None`` keep the packaged recipes' values (see :func:`default_pretrain_config` and
     :func:`default_align_config`)."""
@@ -140,16 +169,23 @@ def build_default_model(
     result = run_alignment(cfg, work_dir / "align", pairs=pairs, resume=resume and (work_dir / "align").is_dir(),
                            extra_meta={"name": DEFAULT_MODEL_NAME, "pairs_info": pair_info})
     summary.update(align_recipe=ALIGN_RECIPE, align_seconds=round(time.time() - t1, 1), align_steps=result.step,
-                   align_loss=result.loss, pairs=pair_info | {"emoji_held_out": len(pair_info["emoji_held_out"])})
+                   align_loss=result.loss, pairs=pair_info | {"emoji_held_out": len(pair_info["emoji_held_out"]),
+                                                              "stamps_held_out": len(pair_info["stamps_held_out"])})
     if result.export_path is None or result.interrupted:
         raise SnapsightError(f"alignment was interrupted at step {result.step}; continue with "
                              f"`snapsight build-default-model --work {work_dir} --resume`")
     if out_dir is None:
         out_dir = ASSET_DIR if os.access(ASSET_DIR.parent, os.W_OK) else built_asset_dir()
-    provenance = {"trained_on": "Fashion-MNIST train (60k, captions from TRAIN_WORDINGS x templates) + "
-                                f"{pair_info['emoji_train']} Noto colour emoji with their Unicode names",
-                  "build": summary, "held_out_emoji": pair_info["emoji_held_out"]}
+    provenance = {"trained_on": "Fashion-MNIST train (60k, captions from TRAIN_WORDINGS and WordNet hyponyms x "
+                                f"templates) + {pair_info['emoji_train']} Noto colour emoji with their Unicode names "
+                                f"and WordNet synonyms + {pair_info['stamps_train']} Tux Paint stamps with their "
+                                "descriptions and WordNet words",
+                  "build": summary, "held_out_emoji": pair_info["emoji_held_out"],
+                  "held_out_stamps": pair_info["stamps_held_out"]}
     write_default_asset(result.export_path, out_dir, provenance)
-    summary["asset_dir"] = str(out_dir)
+    t2 = time.time()
+    ref = write_asset_reference(out_dir, work_dir, seed=cfg.train.seed)
+    summary.update(asset_dir=str(out_dir), reference_seconds=round(time.time() - t2, 1),
+                   reference_vectors=len(ref.features), unfamiliar_thresholds=dict(zip(ref.source_names, ref.thresholds.round(4).tolist())))
     summary["total_seconds"] = round(time.time() - t0, 1)
     return summary

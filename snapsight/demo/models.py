@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from snapsight import ZeroShotClassifier, load_classifier
+from snapsight import OnnxZeroShotClassifier, ZeroShotClassifier, detect, load_classifier
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class ModelChoice:
 
 
 def _load_zeroshot(spec: ModelChoice, device: str) -> Any:
+    if spec.model is not None and detect(spec.model) == "export":  # an ONNX export: onnxruntime, no torch
+        return OnnxZeroShotClassifier.load(spec.model)
     return ZeroShotClassifier.load(spec.model, pretrained=spec.pretrained, device=device)
 
 

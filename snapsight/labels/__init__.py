@@ -14,6 +14,9 @@ Label syntax (one label per line in files; comma-separated on one line)::
     cat: "a photo of my cat" | kitty     # a quoted text is a complete prompt, used verbatim
     cat: a {} on a sofa                  # a text containing {} is a template for this label only
 
+Templates (global or per label) are plain text with exactly one ``{}``, filled by plain substitution
+(:func:`fill_template`); any other brace is refused (:func:`check_template`).
+
 Lines starting with ``#`` are comments. Labels are cleaned: surrounding/multiple whitespace is
 collapsed, empty ones dropped, duplicates (case-insensitive) merged, very long ones truncated; each
 change produces a note for the user. Any language is fine (what the model understands is up to
@@ -49,6 +52,8 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 
 BUILTIN_PREFIX = "builtin:"
 MAX_LABEL_CHARS = 300  # longer labels are cut here; the tokenizer cuts again at the model's context length
+MAX_TEMPLATE_CHARS = 300  # a prompt template longer than this is refused (the tokenizer would cut it anyway)
+PLACEHOLDER = "{}"  # where the label goes in a template
 MAX_NOTES = 20  # notes of one kind beyond this are summarised
 
 
@@ -66,7 +71,7 @@ class Label:
 
     def texts(self, templates: Sequence[str]) -> list[str]:
         """All prompt strings for this label under the global ``templates``."""
-        out = [t.format(n) for t in (tuple(templates) + self.templates) for n in self.names]
+        out = [fill_template(t, n) for t in (tuple(templates) + self.templates) for n in self.names]
         out += list(self.prompts)
         # dedupe while keeping order: "{}" with a verbatim prompt equal to the name would double-weight it
         return list(dict.fromkeys(out))
@@ -101,6 +106,30 @@ class LabelSet:
         return [[lab.name, list(lab.names), list(lab.prompts), list(lab.templates)] for lab in self.labels]
 
 
+def check_template(template: str) -> str:
+    """``template`` if it is plain text with exactly one ``{}`` and no other brace; else :class:`SnapsightError`.
+
+    Templates are filled with :func:`fill_template` (``str.replace``), never ``str.format``: a format spec
+    typed by a user (``{:>1000000000}``) would otherwise run on the server.
+    """
+    template = str(template)
+    shown = template if len(template) <= 60 else template[:57] + "..."
+    rest = template.replace(PLACEHOLDER, "", 1)
+    if PLACEHOLDER not in template or "{" in rest or "}" in rest:
+        raise SnapsightError(
+            f"template {shown!r} must be plain text with exactly one {{}} where the label goes and no other braces"
+        )
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise SnapsightError(
+            f"template {shown!r} is {len(template):,} characters long; the most is {MAX_TEMPLATE_CHARS}")
+    return template
+
+
+def fill_template(template: str, text: str) -> str:
+    """``template`` with its ``{}`` replaced by ``text`` (plain substitution; ``text`` may contain braces)."""
+    return template.replace(PLACEHOLDER, text, 1)
+
+
 def resolve_templates(templates: str | Sequence[str] | None) -> tuple[str, ...]:
     """``"none"``/``"default"``/``"clip80"`` or an explicit list of ``{}``-templates -> tuple of templates."""
     if templates is None:
@@ -108,18 +137,16 @@ def resolve_templates(templates: str | Sequence[str] | None) -> tuple[str, ...]:
     if isinstance(templates, str):
         if templates in TEMPLATE_SETS:
             return TEMPLATE_SETS[templates]
-        if "{}" in templates:
-            return (templates,)
+        if "{" in templates or "}" in templates:
+            return (check_template(templates),)
+        shown = templates if len(templates) <= 60 else templates[:57] + "..."
         raise SnapsightError(
-            f"unknown template set '{templates}'; use one of {', '.join(TEMPLATE_SETS)} or a text containing {{}}"
+            f"unknown template set '{shown}'; use one of {', '.join(TEMPLATE_SETS)} or a text containing {{}}"
         )
     out = tuple(str(t) for t in templates)
     if not out:
         raise SnapsightError("the template list is empty; use templates='none' to embed labels as they are")
-    bad = [t for t in out if "{}" not in t]
-    if bad:
-        raise SnapsightError(f"template {bad[0]!r} has no {{}} placeholder for the label")
-    return out
+    return tuple(check_template(t) for t in out)
 
 
 def list_builtin_label_sets() -> list[str]:
@@ -182,8 +209,8 @@ def _parse_entry(entry: str) -> Label | None:
             continue
         if len(alt) >= 2 and alt[0] == alt[-1] == '"':
             prompts.append(alt[1:-1])
-        elif "{}" in alt:
-            templates.append(alt)
+        elif PLACEHOLDER in alt:
+            templates.append(check_template(alt))
         else:
             names.append(alt)
     if not name:

@@ -34,6 +34,9 @@ DEFAULT_MODEL_NAME = "snapsight-default-rn10t-minilm"
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "default-model"
 ASSET_CONFIG = "default_model.json"  # model/preprocess config, text tower source, provenance, figures
 ASSET_WEIGHTS = "weights.safetensors"  # every tensor except text.transformer.* (fp16)
+# The "unfamiliar image" reference (snapsight.zeroshot.familiarity.REFERENCE_FILE, which a test keeps equal):
+# copied as it is into the assembled folder, where the classifier looks for it.
+ASSET_REFERENCE = "reference_features.safetensors"
 TEXT_PREFIX = "text.transformer."
 
 
@@ -73,9 +76,20 @@ def default_model_dir() -> Path:
     target = cache_root() / f"{DEFAULT_MODEL_NAME}-{digest}"
 
     if (target / OPEN_CLIP_CONFIG).is_file() and (target / OPEN_CLIP_WEIGHTS).is_file():
+        _sync_reference(asset, target)  # the reference may be (re)computed for unchanged weights
         return relocate_clip_dir(target)
     assemble_default_model(asset, target, info)
     return target
+
+
+def _sync_reference(asset: Path, target: Path) -> None:
+    src, dst = asset / ASSET_REFERENCE, target / ASSET_REFERENCE
+    if not src.is_file():
+        dst.unlink(missing_ok=True)
+    elif not dst.is_file() or dst.read_bytes() != src.read_bytes():
+        tmp = dst.with_name(dst.name + f".tmp-{os.getpid()}")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
 
 
 def _file_digest(path: Path) -> str:
@@ -92,7 +106,7 @@ def _text_weights(text_dir: Path) -> dict[str, Any]:
     if not files:
         raise SnapsightError(f"no safetensors weights in the text model folder {text_dir}")
     state = load_weights(files[0])
-    return {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in state.items()}
+    return {k.removeprefix("bert."): v for k, v in state.items()}
 
 
 def assemble_default_model(asset: Path, target: Path, info: dict[str, Any] | None = None) -> Path:
@@ -121,6 +135,7 @@ def assemble_default_model(asset: Path, target: Path, info: dict[str, Any] | Non
     model_cfg = info["model_cfg"]
     save_clip_dir(_NoModel(), model_cfg, info["preprocess_cfg"], text_dir, tmp,
                   meta={"name": DEFAULT_MODEL_NAME, **info.get("provenance", {})}, state_dict=state)
+    _sync_reference(asset, tmp)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return relocate_clip_dir(target)
@@ -156,6 +171,7 @@ def write_default_asset(clip_dir: str | Path, out_dir: str | Path, provenance: d
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_weights(rest, out_dir / ASSET_WEIGHTS)
+    (out_dir / ASSET_REFERENCE).unlink(missing_ok=True)  # belongs to the old weights; the build writes a new one
     cfg = read_json(clip_dir / OPEN_CLIP_CONFIG)
     model_cfg = cfg["model_cfg"]
     model_cfg["text_cfg"]["hf_model_name"] = "sentence-transformers/all-MiniLM-L6-v2"  # rewritten on assembly

@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,55 +30,20 @@ from ..errors import SnapsightError
 from ..models.clip import load_clip
 from ..models.hub import LoadedClip
 from ..models.text import encode_text_trimmed, token_lengths
+from ..ondevice.scoring import NULL_PROMPTS, IndexConfig, ZeroShotConfig, ZeroShotResult  # noqa: F401 (re-exported)
+from ..ondevice.scoring import mean_prompt_embeddings as np_mean_prompt_embeddings
+from ..ondevice.scoring import multi_label_probs as np_multi_label_probs
+from ..ondevice.scoring import softmax_probs as np_softmax_probs
 from ..runtime import bf16_supported, resolve_device
-from .index import IndexConfig, LabelIndex, cache_key, load_or_build_index
-from .prompts import LabelSet, load_label_set, mean_prompt_embeddings, resolve_templates
+from .familiarity import FamiliarityReference, load_reference
+from .index import LabelIndex, cache_key, load_or_build_index
+from .layer_stats import find_layers, layer_statistics
+from .prompts import LabelSet, load_label_set, resolve_templates
 
 log = logging.getLogger(__name__)
 
-# Neutral prompts: the "null" class of multi-label mode (a label must beat a generic photo to count as present).
-NULL_PROMPTS = ("a photo.", "a picture.", "an image.", "a photo of something.", "a blurry photo.")
-
-
-@dataclass
-class ZeroShotConfig:
-    templates: str = "default"  # none | default | clip80 (prompt templates per label)
-    top_k: int = 5  # labels returned per image
-    threshold: float | None = None  # cosine below which the answer is "none of these" (null = off)
-    multi_label: bool = False  # independent per-label scores instead of one softmax
-    multi_label_min_prob: float = 0.5  # multi-label: a label is present from this probability on
-    batch_size: int = 32  # images per forward pass
-    text_batch_size: int = 256  # prompts per forward pass when building a label index
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 weights on CPUs/GPUs with native bf16, else fp32
-    cache_dir: str | None = None  # label-index cache; null = $SNAPSIGHT_CACHE or ~/.cache/snapsight; "" = off
-    index: IndexConfig = field(default_factory=IndexConfig)
-
-
-@dataclass
-class ZeroShotResult:
-    """Top-k answer for one image; lists are aligned and sorted by ``probs`` descending."""
-
-    labels: list[str]
-    probs: list[float]
-    scores: list[float]  # cosine similarities
-    none_of_these: bool = False
-    multi_label: bool = False
-    present: list[bool] | None = None  # multi-label: which of ``labels`` pass the probability/threshold
-    image: str | None = None  # file name when classified from a path
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "labels": list(self.labels),
-            "probs": [float(p) for p in self.probs],
-            "scores": [float(s) for s in self.scores],
-            "none_of_these": bool(self.none_of_these),
-            "multi_label": bool(self.multi_label),
-        }
-        if self.present is not None:
-            d["present"] = list(self.present)
-        if self.image is not None:
-            d["image"] = self.image
-        return d
+# The settings, the result type (ZeroShotResult: add result fields there) and the probability maths live in
+# snapsight.ondevice.scoring, torch-free, so the ONNX path shares them; they are re-exported here.
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -94,32 +59,22 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 
 def softmax_probs(scores: torch.Tensor, logit_scale: float) -> torch.Tensor:
-    """CLIP's zero-shot probabilities: ``softmax(logit_scale * cosine)`` over the last dim. ``(B, C)``."""
-    return torch.softmax(scores.float() * logit_scale, dim=-1)
+    """:func:`snapsight.ondevice.scoring.softmax_probs` on a tensor: ``softmax(logit_scale * cosine)``. ``(B, C)``."""
+    return torch.from_numpy(np_softmax_probs(scores.detach().float().cpu().numpy(), logit_scale))
 
 
 def multi_label_probs(scores: torch.Tensor, null_scores: torch.Tensor, logit_scale: float,
                       logit_bias: float | None = None) -> torch.Tensor:
-    """Independent per-label probabilities ``(B, C)``.
-
-    SigLIP-style models (trained with a sigmoid loss, they carry ``logit_bias``) give
-    ``sigmoid(logit_scale * cos + logit_bias)`` directly. CLIP models were trained with a softmax,
-    so each label is compared with a neutral "null" text (``a photo.``, ...): the probability is
-    CLIP's own two-way softmax between the label and the null class,
-    ``sigmoid(logit_scale * (cos(x, label) - cos(x, null)))``. It does not depend on which other
-    labels were asked, so several labels can be present at once, and none when the image is closer
-    to "a generic photo" than to every label.
-    """
-    s = scores.float()
-    if logit_bias is not None:
-        return torch.sigmoid(s * logit_scale + logit_bias)
-    return torch.sigmoid(logit_scale * (s - null_scores.float().reshape(-1, 1)))
+    """:func:`snapsight.ondevice.scoring.multi_label_probs` on tensors: independent per-label probabilities
+    ``(B, C)``, against the null prompts (CLIP) or with the model's own sigmoid (SigLIP, ``logit_bias``)."""
+    return torch.from_numpy(np_multi_label_probs(scores.detach().float().cpu().numpy(),
+                                                 null_scores.detach().float().cpu().numpy(), logit_scale, logit_bias))
 
 
 def label_embeddings_from_prompts(prompt_emb: torch.Tensor, owners: Sequence[int], num_labels: int) -> np.ndarray:
-    """``(num_labels, dim)`` float32 numpy: :func:`~snapsight.zeroshot.prompts.mean_prompt_embeddings`, the
-    array the label index is built from."""
-    return mean_prompt_embeddings(prompt_emb.cpu(), owners, num_labels).numpy()
+    """``(num_labels, dim)`` float32 numpy: :func:`~snapsight.ondevice.scoring.mean_prompt_embeddings` (prompt
+    ensembling, shared with the ONNX path), the array the label index is built from."""
+    return np_mean_prompt_embeddings(prompt_emb.cpu().float().numpy(), owners, num_labels)
 
 
 def _short(text: str, n: int = 30) -> str:
@@ -151,9 +106,15 @@ class ZeroShotClassifier:
             bundle.model.to(self.dtype)
         bundle.model.eval()
         self._indexes: OrderedDict[str, tuple[LabelSet, LabelIndex, dict]] = OrderedDict()
+        self._indexes_lock = threading.Lock()  # the demo builds label indexes from several request threads
         self._null_embedding: torch.Tensor | None = None
         self._last_request: tuple | None = None
         self.notes: list[str] = []  # notes from the last classify/label_index call (cleaning, truncation)
+        source = bundle.info.get("source")  # a model folder may carry an "unfamiliar image" reference
+        self.familiarity: FamiliarityReference | None = load_reference(source) if source and os.path.isdir(
+            source) else None
+        if self.familiarity is not None and self.familiarity.layers:
+            find_layers(bundle.model, self.familiarity.layers)  # one sentence now rather than at the first image
         with torch.inference_mode():
             probe = self._encode_text_batch(self.tokenizer(["a"]))
         self.embed_dim = int(probe.shape[-1])
@@ -253,8 +214,13 @@ class ZeroShotClassifier:
         }
 
     def label_index(self, labels: str | Sequence[str] | LabelSet, templates: str | Sequence[str] | None = None,
-                    labels_file: str | os.PathLike | None = None) -> tuple[LabelSet, LabelIndex]:
-        """Parse ``labels`` and return ``(label_set, index)``, from memory, the disk cache, or built now."""
+                    labels_file: str | os.PathLike | None = None,
+                    encode_tokens: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[LabelSet, LabelIndex]:
+        """Parse ``labels`` and return ``(label_set, index)``, from memory, the disk cache, or built now.
+
+        ``encode_tokens`` replaces :meth:`encode_tokens` when prompts must be embedded (the demo passes one that
+        works in short chunks between other requests' image batches and stops when the client has gone).
+        """
         request = (_freeze(labels), _freeze(templates), labels_file)
         last = self._last_request
         if last is not None and _same_request(last[0], request):
@@ -263,18 +229,22 @@ class ZeroShotClassifier:
         tmpl = resolve_templates(templates if templates is not None else self.config.templates)
         parts = self._key_parts(label_set, tmpl)
         mem_key = cache_key(parts)
-        if mem_key in self._indexes:
-            self._indexes.move_to_end(mem_key)
-            _, index, extra = self._indexes[mem_key]
+        with self._indexes_lock:
+            hit = self._indexes.get(mem_key)
+            if hit is not None:
+                self._indexes.move_to_end(mem_key)
+        if hit is not None:
+            _, index, extra = hit
         else:
             index, from_cache, extra = load_or_build_index(
-                parts, label_set.names, lambda: self._embed_labels(label_set, tmpl),
+                parts, label_set.names, lambda: self._embed_labels(label_set, tmpl, encode_tokens),
                 cfg=self.config.index, cache_dir=self.config.cache_dir)
             if from_cache:
                 log.debug("label index for %d labels loaded from cache", len(label_set))
-            self._indexes[mem_key] = (label_set, index, extra)
-            while len(self._indexes) > 4:
-                self._indexes.popitem(last=False)
+            with self._indexes_lock:
+                self._indexes[mem_key] = (label_set, index, extra)
+                while len(self._indexes) > 4:
+                    self._indexes.popitem(last=False)
         self.notes = list(label_set.notes) + list(extra.get("notes", []))
         self._last_request = (request, label_set, index)
         return label_set, index
@@ -284,12 +254,13 @@ class ZeroShotClassifier:
         self._indexes.clear()
         self._last_request = None
 
-    def _embed_labels(self, label_set: LabelSet, templates: Sequence[str]) -> tuple[np.ndarray, dict]:
+    def _embed_labels(self, label_set: LabelSet, templates: Sequence[str],
+                      encode_tokens: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, dict]:
         texts, owners = label_set.prompts(templates)
         tokens = self.tokenizer(texts)
         ctx = tokens.shape[1]
         truncated = sorted({owners[i] for i in torch.nonzero(token_lengths(self.bundle, tokens) >= ctx).flatten().tolist()})
-        emb = self.encode_tokens(tokens)
+        emb = (encode_tokens or self.encode_tokens)(tokens)
         notes = []
         if truncated:
             shown = ", ".join(repr(_short(label_set.labels[i].name)) for i in truncated[:3])
@@ -314,12 +285,52 @@ class ZeroShotClassifier:
             images = [images]
         label_set, index = self.label_index(labels, templates)
         names = [str(im) if isinstance(im, (str, os.PathLike)) else None for im in images]
+        stats = self.familiarity is not None and bool(self.familiarity.layers)
+        if stats:  # opened once for both passes
+            images = [open_image(im) for im in images]
         image_emb = self.encode_images(list(images), batch_size=batch_size)
         results = self.classify_embeddings(
             image_emb, label_set, index, top_k=top_k, threshold=threshold, multi_label=multi_label)
+        if stats:
+            self.annotate_familiarity(results, images, batch_size)
         for r, n in zip(results, names):
             r.image = n
         return results
+
+    @torch.inference_mode()
+    def image_features(self, images: Sequence[Image.Image | str | os.PathLike], layers: Sequence[str] = (),
+                       batch_size: int | None = None) -> np.ndarray:
+        """``(n, features)`` float32: the channel statistics of ``layers`` (:mod:`.layer_stats`), or the normalised
+        image embeddings when ``layers`` is empty: what a familiarity reference compares."""
+        if not layers:
+            return self.encode_images(images, batch_size=batch_size).numpy()
+        bs = batch_size or self.config.batch_size
+        outs = []
+        for start in range(0, len(images), bs):
+            chunk = [open_image(im) for im in images[start:start + bs]]
+            pixels = self.bundle.preprocess_batch(chunk).to(self.device, self.dtype)
+            outs.append(layer_statistics(self.model, pixels, layers))
+        return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+    def annotate_familiarity(self, results: list[ZeroShotResult], images: Sequence[Image.Image | str | os.PathLike],
+                             batch_size: int | None = None) -> list[ZeroShotResult]:
+        """Set ``familiarity``/``unfamiliar`` of ``results`` (one per image) when the model carries a
+        layer-statistics reference; embedding references are already scored by :meth:`classify_embeddings`, and
+        models without a reference leave both ``None``. Returns ``results``."""
+        if self.familiarity is None or not self.familiarity.layers or not results:
+            return results
+        fam = self.familiarity_scores(images, batch_size=batch_size)
+        for r, f, u in zip(results, fam.tolist(), self.familiarity.unfamiliar(fam).tolist()):
+            r.familiarity, r.unfamiliar = f, u
+        return results
+
+    def familiarity_scores(self, images: Sequence[Image.Image | str | os.PathLike],
+                           batch_size: int | None = None) -> np.ndarray:
+        """Familiarity ``(n,)`` of each image under the model's reference (negative: unfamiliar; see
+        :mod:`.familiarity`). Raises :class:`SnapsightError` when the model carries no reference."""
+        if self.familiarity is None:
+            raise SnapsightError("this model carries no familiarity reference (reference_features.safetensors)")
+        return self.familiarity.scores(self.image_features(images, self.familiarity.layers, batch_size))
 
     @torch.inference_mode()
     def null_embedding(self) -> torch.Tensor:
@@ -340,11 +351,7 @@ class ZeroShotClassifier:
     ) -> list[ZeroShotResult]:
         """Results from normalised image embeddings ``(n, dim)`` and a label index."""
         cfg = self.config
-        top_k = cfg.top_k if top_k is None else top_k
-        threshold = cfg.threshold if threshold is None else threshold
-        multi_label = cfg.multi_label if multi_label is None else multi_label
-        if top_k < 1:
-            raise SnapsightError(f"top_k must be at least 1, got {top_k}")
+        top_k, threshold, multi_label = cfg.request(top_k, threshold, multi_label)
         k = min(top_k, index.num_labels)
         labels = label_set.labels
         if len(image_emb) == 0:
@@ -381,6 +388,10 @@ class ZeroShotClassifier:
                 none = threshold is not None and s[0] < threshold
             results.append(ZeroShotResult(labels=[labels[i].name for i in label_ids], probs=p, scores=s,
                                           none_of_these=none, multi_label=bool(multi_label), present=present))
+        if self.familiarity is not None and not self.familiarity.layers and self.familiarity.dim == image_emb.shape[1]:
+            fam = self.familiarity.scores(image_emb.numpy())
+            for r, f, u in zip(results, fam.tolist(), self.familiarity.unfamiliar(fam).tolist()):
+                r.familiarity, r.unfamiliar = f, u
         return results
 
 

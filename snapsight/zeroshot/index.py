@@ -27,13 +27,14 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import ConfigError
+from ..ondevice.scoring import IndexConfig
 from ..runtime import cache_root
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # "Successfully loaded faiss" on every CLI run
@@ -43,16 +44,6 @@ import torch
 log = logging.getLogger(__name__)
 
 INDEX_FORMAT_VERSION = 1
-
-
-@dataclass
-class IndexConfig:
-    kind: Literal["auto", "flat", "hnsw"] = "auto"  # auto = flat below hnsw_min_labels, hnsw from there on
-    hnsw_min_labels: int = 500_000  # label count from which "auto" switches to HNSW
-    hnsw_m: int = 32  # HNSW graph degree M (faiss default is 32; higher = better recall, more memory)
-    hnsw_ef_construction: int = 200  # efConstruction: candidate list size while building (faiss default 40)
-    hnsw_ef_search: int = 128  # efSearch: candidate list size per query (faiss default 16, too low for recall)
-    hnsw_candidates: int = 256  # neighbours fetched per image in HNSW mode; softmax runs over these
 
 
 def resolve_kind(num_labels: int, cfg: IndexConfig) -> str:

@@ -20,6 +20,8 @@ from ..labels import (  # noqa: F401  (re-exported)
     LabelSet,
     build_label_set,
     builtin_label_set,
+    check_template,
+    fill_template,
     list_builtin_label_sets,
     load_label_set,
     parse_labels,
@@ -51,7 +53,7 @@ def text_embeddings(model: nn.Module, tokenizer: Any, labels: Sequence[Sequence[
     for c, wordings in enumerate(labels):
         for w in wordings:
             for t in templates:
-                prompts.append(t.format(w))
+                prompts.append(fill_template(t, w))
                 owner.append(c)
     feats = []
     for i in range(0, len(prompts), batch_size):

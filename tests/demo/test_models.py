@@ -68,8 +68,8 @@ def test_demo_command_defaults():
 
 
 def test_folders_are_told_apart_before_anything_loads(tmp_path):
-    """The model picker refuses a classifier folder (it belongs in the Classifier tab), and the Classifier tab
-    refuses a folder that holds no classifier, both without calling a loader."""
+    """The model picker refuses a classifier folder (its one message names the Classifier tab), and the
+    Classifier tab refuses a folder that holds no classifier, both without calling a loader."""
     import gradio as gr
 
     from snapsight.artifacts.classifier import CLASSIFIER_JSON, CLASSIFIER_KIND
@@ -85,5 +85,5 @@ def test_folders_are_told_apart_before_anything_loads(tmp_path):
     app = DemoApp(DemoConfig(), zeroshot=ModelCache(no_loading), probes=ModelCache(no_loading))
     with pytest.raises(gr.Error, match="Classifier tab"):
         app.load_model(SOURCE_LOCAL, "", "", str(clf))
-    with pytest.raises(gr.Error, match="is not a classifier folder"):
+    with pytest.raises(gr.Error, match="cannot be used: give a folder this server can read that holds a classifier"):
         app.run_probe(str(tmp_path), [str(tmp_path / "a.png")])
