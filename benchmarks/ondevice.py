@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -152,7 +153,7 @@ def fashion_mnist_accuracy(exports: dict[str, Path], limit: int) -> dict:
     return out
 
 
-def export_all(model: str | None, out: Path, calibration: Path) -> dict[str, Path]:
+def export_all(model: str | None, out: Path, calibration: Path, reuse: bool = False) -> dict[str, Path]:
     from snapsight.export import export_zeroshot
 
     paths = {}
@@ -160,7 +161,8 @@ def export_all(model: str | None, out: Path, calibration: Path) -> dict[str, Pat
                      ("int8 static", {"quantize": "int8", "int8_method": "static", "calibration": calibration})):
         target = out / name.replace(" ", "-")
         t0 = time.perf_counter()
-        if not (target / "snapsight_export.json").is_file():
+        if not (reuse and (target / "snapsight_export.json").is_file()):  # a rebuilt model must be exported again
+            shutil.rmtree(target, ignore_errors=True)
             export_zeroshot(model, target, **kw)
         manifest = json.loads((target / "snapsight_export.json").read_text())
         log(f"  export {name}: {time.perf_counter() - t0:.0f}s, {folder_mb(target):.1f} MB, parity {manifest['parity']}")
@@ -191,6 +193,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2, help="timed CLI runs per cell (best is kept)")
     ap.add_argument("--fmnist-limit", type=int, default=10_000)
     ap.add_argument("--models", default="default,vit-b-32")
+    ap.add_argument("--reuse-exports", action="store_true", help="keep exports of an earlier run (same models only)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out)
@@ -220,7 +223,7 @@ def main() -> int:
         else:
             model_dir = build_model_dir(out, quick=False)
             model, images, paths, calib = str(model_dir), photo_images, photos[:16], photos[0].parent
-        exports = export_all(model, out / f"export-{which}", calib)
+        exports = export_all(model, out / f"export-{which}", calib, reuse=args.reuse_exports)
         r: dict = {"size_mb": {k: folder_mb(v) for k, v in exports.items()},
                    "parity": {k: json.loads((v / "snapsight_export.json").read_text())["parity"]
                               for k, v in exports.items()}}

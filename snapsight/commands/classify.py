@@ -212,7 +212,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_MODEL_NOTE = ("the offline default model knows Fashion-MNIST clothes and emoji; "
+DEFAULT_MODEL_NOTE = ("the offline default model knows Fashion-MNIST clothes, emoji and Tux Paint stamps, and flags "
+                      "images unlike them as unfamiliar; "
                       "for real photos use --model ViT-B-32 --pretrained laion2b_s34b_b79k")
 
 

@@ -238,8 +238,9 @@ def _model_side(clf: Any) -> int | None:
 def banner_markdown(spec: ModelChoice, info: dict | None = None) -> str:
     if spec.is_offline_default:
         return (
-            "**Offline default model in use.** It is small and was trained only on Fashion-MNIST clothes and "
-            "emoji pictures, so it knows those; real photos need a pretrained CLIP: pick *open_clip name + tag* "
+            "**Offline default model in use.** It is small and was trained only on Fashion-MNIST clothes, emoji "
+            "pictures and Tux Paint stamps, so it knows those and says when an image is unlike them; real photos "
+            "need a pretrained CLIP: pick *open_clip name + tag* "
             "under **Model** (e.g. `ViT-B-32` + `laion2b_s34b_b79k`, if its weights are on this machine) or "
             "start with `snapsight demo --model ViT-B-32 --pretrained laion2b_s34b_b79k`."
         )
