@@ -9,12 +9,10 @@ import pytest
 from PIL import Image
 
 from snapsight.cli import main
-from tests.zeroshot.conftest import (
-    build_hf_clip_tokenizer,
-    build_tiny_hf_clip,
-    build_tiny_open_clip,
+from tests.zeroshot.conftest import (  # noqa: F401  (the tiny model fixtures, shared with the zero-shot tests)
     random_images,
-    save_open_clip_dir,
+    tiny_hf_dir,
+    tiny_open_clip_dir,
 )
 
 OC_LABELS = "cat, dog, pizza, sunset, red car"
@@ -38,28 +36,12 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def tiny_oc_dir(tmp_path_factory) -> Path:
-    return save_open_clip_dir(build_tiny_open_clip(), tmp_path_factory.mktemp("oc") / "tiny-clip")
+def oc_export(tiny_open_clip_dir, tmp_path_factory) -> Path:  # noqa: F811 (pytest passes the fixture)
+    return export(tmp_path_factory, "oc", "--model", str(tiny_open_clip_dir), "--labels", OC_LABELS)
 
 
 @pytest.fixture(scope="session")
-def tiny_hf_dir(tmp_path_factory) -> Path:
-    from transformers import CLIPImageProcessor
-
-    directory = tmp_path_factory.mktemp("hf") / "tiny-hf-clip"
-    build_tiny_hf_clip().save_pretrained(directory)
-    build_hf_clip_tokenizer().save_pretrained(directory)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="session")
-def oc_export(tiny_oc_dir, tmp_path_factory) -> Path:
-    return export(tmp_path_factory, "oc", "--model", str(tiny_oc_dir), "--labels", OC_LABELS)
-
-
-@pytest.fixture(scope="session")
-def hf_export(tiny_hf_dir, tmp_path_factory) -> Path:
+def hf_export(tiny_hf_dir, tmp_path_factory) -> Path:  # noqa: F811 (pytest passes the fixture)
     return export(tmp_path_factory, "hf", "--model", str(tiny_hf_dir))
 
 

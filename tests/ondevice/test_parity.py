@@ -41,7 +41,7 @@ def test_fp32_export_equals_torch(which, request):
     """Same preprocessing rules, same token ids, same graphs: embeddings at cosine >= 0.9999, probabilities to
     1e-4, same top-1, from image files to answers."""
     if which == "oc":
-        model, export, labels = str(request.getfixturevalue("tiny_oc_dir")), request.getfixturevalue("oc_export"), \
+        model, export, labels = str(request.getfixturevalue("tiny_open_clip_dir")), request.getfixturevalue("oc_export"), \
             OC_LABELS
     else:
         model, export, labels = None, request.getfixturevalue("default_export"), "builtin:fashion-mnist"
@@ -114,11 +114,11 @@ def test_int8_agrees_with_fp32_on_fashion_mnist(method, default_export, request)
     assert json.loads((default_int8_export / "snapsight_export.json").read_text())["int8_method"] == method
 
 
-def test_auto_int8_picks_dynamic_for_a_vit(tiny_oc_dir, fashion_mnist_calibration, tmp_path):
+def test_auto_int8_picks_dynamic_for_a_vit(tiny_open_clip_dir, fashion_mnist_calibration, tmp_path):
     """auto keeps dynamic int8 for a transformer image tower even with calibration images (static was slower)."""
     from snapsight.export import export_zeroshot
 
-    out = export_zeroshot(str(tiny_oc_dir), tmp_path / "oc-int8", quantize="int8", calibration=fashion_mnist_calibration)
+    out = export_zeroshot(str(tiny_open_clip_dir), tmp_path / "oc-int8", quantize="int8", calibration=fashion_mnist_calibration)
     manifest = json.loads((out / "snapsight_export.json").read_text())
     assert manifest["precision"] == "int8" and manifest["int8_method"] == "dynamic"
     assert manifest["parity"]["top1_agreement"] >= 0.75
