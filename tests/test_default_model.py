@@ -104,13 +104,10 @@ def test_default_model_loads_with_plain_open_clip(tmp_path, monkeypatch):
     assert i.shape[1] == t.shape[1] == 384
 
 
-def test_default_model_classifies_fashion_mnist_by_class_name(tmp_path, monkeypatch):
-    """A real answer: the shipped model names the garments of the first 200 Fashion-MNIST test images from the
-    ten class names (measured 93.5%; a model with broken weights, preprocessing or text tower lands near 10%)."""
-    import numpy as np
-    from PIL import Image
-
-    from snapsight.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+def _fashion_mnist_test_and_default_model(tmp_path, monkeypatch):
+    """(test images, test labels, the shipped default model in fp32 with its own cache folder); skips without
+    Fashion-MNIST."""
+    from snapsight.data.fashion_mnist import load_fashion_mnist
     from snapsight.zeroshot import ZeroShotClassifier
 
     try:
@@ -118,7 +115,18 @@ def test_default_model_classifies_fashion_mnist_by_class_name(tmp_path, monkeypa
     except SnapsightError as e:
         pytest.skip(f"Fashion-MNIST is not installed here ({e})")
     monkeypatch.setenv("SNAPSIGHT_CACHE", str(tmp_path))
-    clf = ZeroShotClassifier.load(device="cpu", precision="fp32")
+    return images, labels, ZeroShotClassifier.load(device="cpu", precision="fp32")
+
+
+def test_default_model_classifies_fashion_mnist_by_class_name(tmp_path, monkeypatch):
+    """A real answer: the shipped model names the garments of the first 200 Fashion-MNIST test images from the
+    ten class names (measured 93.5%; a model with broken weights, preprocessing or text tower lands near 10%)."""
+    import numpy as np
+    from PIL import Image
+
+    from snapsight.data.fashion_mnist import FASHION_MNIST_CLASSES
+
+    images, labels, clf = _fashion_mnist_test_and_default_model(tmp_path, monkeypatch)
     names = [c.replace("/", " or ") for c in FASHION_MNIST_CLASSES]  # "T-shirt or top": one label, no "/"
     results = clf.classify([Image.fromarray(a).convert("RGB") for a in images[:200]], ", ".join(names), top_k=10)
     predicted = np.array([names.index(r.labels[0]) for r in results])
@@ -362,15 +370,7 @@ def test_default_model_flags_a_photo_but_not_fashion_mnist(tmp_path, monkeypatch
     from PIL import Image
     from skimage import data
 
-    from snapsight.data.fashion_mnist import load_fashion_mnist
-    from snapsight.zeroshot import ZeroShotClassifier
-
-    try:
-        images, _ = load_fashion_mnist("test")
-    except SnapsightError as e:
-        pytest.skip(f"Fashion-MNIST is not installed here ({e})")
-    monkeypatch.setenv("SNAPSIGHT_CACHE", str(tmp_path))
-    clf = ZeroShotClassifier.load(device="cpu", precision="fp32")
+    images, _, clf = _fashion_mnist_test_and_default_model(tmp_path, monkeypatch)
     assert clf.familiarity is not None
     garments = [Image.fromarray(a).convert("RGB") for a in images[1:200:2]]  # odd indices: not calibration
     results = clf.classify(garments + [Image.fromarray(data.astronaut())], "shirt, boot")

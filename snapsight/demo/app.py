@@ -31,7 +31,6 @@ The HTTP front door (:mod:`snapsight.demo.guard`) and the checks on each request
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -340,13 +339,9 @@ class DemoApp:
     def _labels(self, clf: Any, spec: ModelChoice, label_set: Any, tmpl: tuple[str, ...], gone: ClientGone):
         """(label_set, index) for this request: from the classifier's caches, or built now in chunks that take
         turns with the image batches (one build per label set; Cancelled when the client leaves)."""
-        supports_chunks = hasattr(clf, "encode_tokens") and \
-            "encode_tokens" in inspect.signature(clf.label_index).parameters
         prompts = total_prompts(label_set.labels, tmpl)
 
-        def build():
-            if not supports_chunks:  # a backend without the chunk hook: built beside the batches, sharing the CPU
-                return clf.label_index(label_set, tmpl)
+        def build():  # both backends (torch, ONNX export) take the chunked encoder
             encoder = ChunkedTextEncoder(lambda rows, n: clf.encode_tokens(rows, batch_size=n), self.turn,
                                          self.cfg.label_chunk_ms / 1000.0, gone, share=self.cfg.label_share,
                                          on_chunk=self._count_chunk)

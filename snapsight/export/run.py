@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from ..artifacts.export import (
     file_sha256,
     is_export_dir,
 )
-from ..artifacts.files import atomic_write_bytes, atomic_write_json
+from ..artifacts.files import atomic_folder, atomic_write_bytes, atomic_write_json
 from ..data.images import iter_image_files, open_image
 from ..errors import SnapsightError
 from ..labels import load_label_set, resolve_templates
@@ -74,21 +73,10 @@ def parity_images(n_random: int = 9, seed: int = 0) -> list[Image.Image]:
     return images
 
 
-def _staging(out: Path) -> Path:
+def _check_out(out: Path) -> None:
+    """``out`` may be new, empty or an older export (replaced once the new one is complete), nothing else."""
     if out.exists() and not (out.is_dir() and (is_export_dir(out) or not any(out.iterdir()))):
         raise SnapsightError(f"{out} exists and is not a snapsight export; pass an empty or new --out folder")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _publish(tmp: Path, out: Path) -> Path:
-    """Replace ``out`` by the finished folder ``tmp`` (a rename; an older export there is removed first)."""
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -196,8 +184,8 @@ def export_zeroshot(model: str | None, out: str | os.PathLike, pretrained: str |
     clf = ZeroShotClassifier(bundle, config=ZeroShotConfig(precision="fp32", cache_dir=""))
     prep = clip_preprocessing(bundle)
     calib = _load_calibration(quantize, int8_method, calibration, prep)
-    tmp = _staging(out)
-    try:
+    _check_out(out)
+    with atomic_folder(out) as tmp:
         size = prep["crop"]
         log.info("exporting the image tower")
         export_graph(bundle.model.encode_image, torch.zeros(2, 3, size, size), tmp / IMAGE_GRAPH, "pixels",
@@ -236,10 +224,7 @@ def export_zeroshot(model: str | None, out: str | os.PathLike, pretrained: str |
         manifest["parity"] = zeroshot_parity(clf, device_clf, label_set or list(PARITY_LABELS), tmpl)
         _write_manifest(tmp, manifest)
         ExportDir(tmp).verify_all()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return _publish(tmp, out)
+    return out
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
@@ -300,8 +285,8 @@ def export_classifier(classifier_dir: str | os.PathLike, out: str | os.PathLike,
     probe = load_classifier(classifier_dir, device="cpu")
     prep = probe_preprocessing(probe.preprocessing)
     calib = _load_calibration(quantize, int8_method, calibration, prep)
-    tmp = _staging(out)
-    try:
+    _check_out(out)
+    with atomic_folder(out) as tmp:
         size = prep["crop"]
         graph = _ProbeGraph(probe.encoder, probe.head)
         try:
@@ -326,7 +311,4 @@ def export_classifier(classifier_dir: str | os.PathLike, out: str | os.PathLike,
                               "top1_agreement": float((t.argmax(1) == d.argmax(1)).mean())}
         _write_manifest(tmp, manifest)
         ExportDir(tmp).verify_all()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return _publish(tmp, out)
+    return out

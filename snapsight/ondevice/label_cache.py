@@ -14,14 +14,13 @@ import io
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..artifacts.files import atomic_folder
 from ..runtime import cache_root
 
 log = logging.getLogger(__name__)
@@ -57,18 +56,14 @@ def load_or_build_label_embeddings(parts: dict[str, Any], label_names: list[str]
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     if use_cache:
         try:
-            root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=root))
-            buf = io.BytesIO()
-            np.save(buf, emb)
-            (tmp / "embeddings.npy").write_bytes(buf.getvalue())
-            (tmp / "labels.json").write_text(json.dumps(label_names, ensure_ascii=False), encoding="utf-8")
-            meta = {"num_labels": len(label_names), "dim": int(emb.shape[1]), "notes": notes,
-                    "key_parts": {k: v for k, v in parts.items() if k != "labels"}}
-            (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, default=str), encoding="utf-8")
-            if entry.exists():
-                shutil.rmtree(entry, ignore_errors=True)
-            os.replace(tmp, entry)
+            with atomic_folder(entry) as tmp:
+                buf = io.BytesIO()
+                np.save(buf, emb)
+                (tmp / "embeddings.npy").write_bytes(buf.getvalue())
+                (tmp / "labels.json").write_text(json.dumps(label_names, ensure_ascii=False), encoding="utf-8")
+                meta = {"num_labels": len(label_names), "dim": int(emb.shape[1]), "notes": notes,
+                        "key_parts": {k: v for k, v in parts.items() if k != "labels"}}
+                (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, default=str), encoding="utf-8")
         except OSError as e:
             log.warning("could not write the label cache under %s (%s); continuing without it", root, e)
     return emb, notes

@@ -24,15 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from ..artifacts.files import atomic_folder
 from ..errors import ConfigError
 from ..ondevice.scoring import IndexConfig
 from ..runtime import cache_root
@@ -194,16 +192,12 @@ def load_or_build_index(
     index = LabelIndex(embeddings, kind=kind, cfg=cfg)
     if use_cache:
         try:
-            root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
-            index.save(tmp)
-            (tmp / "labels.json").write_text(json.dumps(label_names, ensure_ascii=False), encoding="utf-8")
-            meta = {"kind": kind, "num_labels": len(label_names), "dim": index.dim,
-                    "index_config": asdict(cfg), "key_parts": _meta_parts(key_parts), "extra": extra}
-            (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, default=str), encoding="utf-8")
-            if entry.exists():
-                shutil.rmtree(entry, ignore_errors=True)
-            os.replace(tmp, entry)
+            with atomic_folder(entry) as tmp:
+                index.save(tmp)
+                (tmp / "labels.json").write_text(json.dumps(label_names, ensure_ascii=False), encoding="utf-8")
+                meta = {"kind": kind, "num_labels": len(label_names), "dim": index.dim,
+                        "index_config": asdict(cfg), "key_parts": _meta_parts(key_parts), "extra": extra}
+                (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, default=str), encoding="utf-8")
         except OSError as e:
             log.warning("could not write the label-index cache under %s (%s); continuing without it", root, e)
     return index, False, extra

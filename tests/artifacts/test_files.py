@@ -35,3 +35,20 @@ def test_bad_weights_file(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"garbage")
     with pytest.raises(SnapsightError, match="not a valid safetensors"):
         load_weights(tmp_path / "bad.safetensors")
+
+
+def test_atomic_folder_replaces_on_success_and_keeps_the_old_folder_on_error(tmp_path):
+    from snapsight.artifacts.files import atomic_folder
+
+    target = tmp_path / "entry"
+    with atomic_folder(target) as tmp:
+        (tmp / "a.txt").write_text("one")
+    assert (target / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError), atomic_folder(target) as tmp:
+        (tmp / "a.txt").write_text("half-written")
+        raise RuntimeError("killed")
+    assert (target / "a.txt").read_text() == "one"
+    with atomic_folder(target) as tmp:
+        (tmp / "b.txt").write_text("two")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]  # no temporary folder left behind
