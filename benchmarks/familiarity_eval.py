@@ -10,17 +10,19 @@ own precision (``auto``, as ``snapsight classify`` runs):
    (target >= 80%); its drawings and synthetic images (a logo, a horse silhouette, a colour wheel) are listed apart;
 3. the AUROC of familiarity between 1 and the photos of 2;
 4. the issue's first check: nine samples against nine labels, how many are named right and how many flagged.
+5. with `--export DIR`: the same figures on the device path of an ONNX export (fp32 or int8) of the model.
 
 ``--compare`` also builds references in memory from other features (the embeddings; the statistics of fewer or
 more trunk stages) on the same images and the same split, to show why the shipped features were chosen.
 
 Run::
 
-    python benchmarks/familiarity_eval.py [--compare]
+    python benchmarks/familiarity_eval.py [--compare] [--export runs/export/default --export runs/export/default-int8]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -30,9 +32,10 @@ import numpy as np
 from PIL import Image
 
 from snapsight.default_model.reference import REFERENCE_CENTROIDS, familiarity_images
+from snapsight.ondevice import OnnxZeroShotClassifier
+from snapsight.ondevice.familiarity import CALIBRATION_QUANTILE, auroc, build_reference, normalise, spherical_kmeans
 from snapsight.runtime import describe_cpu
 from snapsight.zeroshot import ZeroShotClassifier
-from snapsight.zeroshot.familiarity import auroc, build_reference
 
 # scikit-image's sample photographs, and the pictures among its samples that are drawings or synthetic
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "camera", "hubble_deep_field", "immunohistochemistry",
@@ -61,14 +64,16 @@ def skimage_images(names) -> tuple[list[str], list[Image.Image]]:
 
 
 def flag_figures(ref, feats: dict[str, dict[str, np.ndarray]], photo_feats: np.ndarray) -> dict[str, Any]:
+    return score_figures({src: ref.scores(parts["evaluation"]) for src, parts in feats.items()},
+                         ref.scores(photo_feats))
+
+
+def score_figures(held_out: dict[str, np.ndarray], photo: np.ndarray) -> dict[str, Any]:
+    """Flag rates and AUROC from familiarity scores of each source's evaluation images and of the photographs."""
     out: dict[str, Any] = {"not_flagged": {}}
-    familiar = []
-    for src, parts in feats.items():
-        s = ref.scores(parts["evaluation"])
-        familiar.append(s)
+    for src, s in held_out.items():
         out["not_flagged"][src] = {"rate": float((s >= 0).mean()), "images": len(s)}
-    pooled = np.concatenate(familiar)
-    photo = ref.scores(photo_feats)
+    pooled = np.concatenate(list(held_out.values()))
     out["photos_flagged"] = float((photo < 0).mean())
     out["auroc"] = auroc(pooled, photo)
     out["photo_scores"] = photo.round(4).tolist()
@@ -80,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="model folder with a reference (default: the offline default model)")
     ap.add_argument("--compare", action="store_true", help="also score other feature choices, built in memory")
+    ap.add_argument("--export", action="append", default=[], metavar="DIR",
+                    help="also measure the flag of an ONNX export of the model (`snapsight export`), on the device "
+                         "path; repeatable")
     ap.add_argument("--out", default="runs/familiarity_eval.json")
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -114,11 +122,42 @@ def main(argv: list[str] | None = None) -> int:
             r = build_reference({s: f[s]["train"] for s in f}, {s: f[s]["calibration"] for s in f},
                                 REFERENCE_CENTROIDS, layers=lay)
             results["compare"][name] = flag_figures(r, f, clf.image_features(photos, lay))
+            if lay == tuple(layers):
+                results["compare"][f"{name}, thresholds from cross-fitted training images"] = flag_figures(
+                    crossfit_thresholds(r, f), f, clf.image_features(photos, lay))
+    for folder in args.export:
+        dev = OnnxZeroShotClassifier.load(folder)
+        if dev.familiarity is None:
+            raise SystemExit(f"error: the export {folder} carries no familiarity reference")
+        fig = score_figures({s: dev.familiarity_scores(images[s]["evaluation"]) for s in images},
+                            dev.familiarity_scores(photos))
+        m = dev.export.manifest
+        method = f" {m['int8_method']}" if m.get("int8_method") else ""
+        results.setdefault("exports", {})[f"ONNX {m['precision']}{method} ({Path(folder).name})"] = fig
     results["seconds"] = round(time.time() - t0, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print_tables(results)
     return 0
+
+
+def crossfit_thresholds(ref, feats: dict[str, dict[str, np.ndarray]], folds: int = 5, seed: int = 0):
+    """``ref`` with the emoji and stamp thresholds re-chosen on many more held-out cosines: each training image
+    scored against centroids built without its fold (at the same density), pooled with the calibration images.
+    Shows whether the few calibration images (38 stamps) set the threshold too strictly."""
+    ref = copy.deepcopy(ref)
+    for i, src in enumerate(ref.source_names):
+        if src == "fashion-mnist":  # 5,000 calibration images already
+            continue
+        x = normalise(feats[src]["train"])
+        fold = np.random.default_rng(seed).permutation(len(x)) % folds
+        cos = np.empty(len(x), np.float32)
+        for k in range(folds):
+            c = spherical_kmeans(x[fold != k], max(1, round(REFERENCE_CENTROIDS[src] * (folds - 1) / folds)), seed=seed)
+            cos[fold == k] = (x[fold == k] @ c.T).max(1)
+        pool = np.concatenate([cos, ref.source_cosines(feats[src]["calibration"])[:, i]])
+        ref.thresholds[i] = np.quantile(pool, CALIBRATION_QUANTILE)
+    return ref
 
 
 def pct(x: float) -> str:
@@ -147,6 +186,13 @@ def print_tables(r: dict[str, Any]) -> None:
         print("\n| features (reference built the same way) | held-out flagged (FM / emoji / stamps) | photos flagged "
               "| AUROC |\n|---|---|---:|---:|")
         for name, v in r["compare"].items():
+            nf = v["not_flagged"]
+            print(f"| {name} | {' / '.join(pct(1 - nf[k]['rate']) for k in nf)} | {pct(v['photos_flagged'])} | "
+                  f"{v['auroc']:.3f} |")
+    if "exports" in r:
+        rows = {f"torch, {r['precision']}": s, **r["exports"]}
+        print("\n| path | held-out flagged (FM / emoji / stamps) | photos flagged | AUROC |\n|---|---|---:|---:|")
+        for name, v in rows.items():
             nf = v["not_flagged"]
             print(f"| {name} | {' / '.join(pct(1 - nf[k]['rate']) for k in nf)} | {pct(v['photos_flagged'])} | "
                   f"{v['auroc']:.3f} |")

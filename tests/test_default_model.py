@@ -358,7 +358,7 @@ def test_stamp_captions_keep_the_heldout_wordings_out():
 
 
 def test_asset_reference_file_is_the_one_the_classifier_reads():
-    from snapsight.zeroshot.familiarity import REFERENCE_FILE
+    from snapsight.ondevice.familiarity import REFERENCE_FILE
 
     assert default_asset.ASSET_REFERENCE == REFERENCE_FILE
 

@@ -7,6 +7,9 @@
       text.onnx               text tower, dynamic batch axis (zero-shot only)
       tokenizer.json          the text tower's tokenizer for the `tokenizers` library, padding and truncation set
       labels/                 optional prebuilt label index: embeddings.npy + labels.json (+ the templates)
+      reference_features.safetensors
+                              the source model's "unfamiliar image" reference, when it has one; with layer
+                              statistics, image.onnx has a second output (FAMILIARITY_OUTPUT) from the same pass
 
 The manifest is written last, so its presence marks a complete folder.
 """
@@ -28,6 +31,8 @@ TOKENIZER_FILE = "tokenizer.json"
 LABELS_SUBDIR = "labels"
 LABEL_EMBEDDINGS = "labels/embeddings.npy"
 LABEL_NAMES = "labels/labels.json"
+# Second output of the image graph when the model's familiarity reference compares layer statistics
+FAMILIARITY_OUTPUT = "familiarity_features"
 
 
 def is_export_dir(path: str | os.PathLike) -> bool:

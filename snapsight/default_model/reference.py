@@ -1,4 +1,4 @@
-"""The default model's "unfamiliar image" reference (:mod:`snapsight.zeroshot.familiarity`): what it was trained on,
+"""The default model's "unfamiliar image" reference (:mod:`snapsight.ondevice.familiarity`): what it was trained on,
 summarised, and thresholds chosen on held-out images of the same sources.
 
 Sources and splits (all deterministic):
@@ -27,7 +27,7 @@ from ..data.fashion_mnist import load_fashion_mnist
 from ..data.stamps import render_stamp
 from ..models.default import assemble_default_model
 from ..zeroshot.classify import ZeroShotClassifier
-from ..zeroshot.familiarity import REFERENCE_FILE, FamiliarityReference, build_reference, save_reference
+from ..ondevice.familiarity import REFERENCE_FILE, FamiliarityReference, build_reference, save_reference
 from .wordings import training_emoji, training_stamps
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from ..artifacts.export import (
     EXPORT_FORMAT_VERSION,
     EXPORT_KIND,
     EXPORT_MANIFEST,
+    FAMILIARITY_OUTPUT,
     IMAGE_GRAPH,
     LABEL_EMBEDDINGS,
     LABEL_NAMES,
@@ -43,6 +45,7 @@ from ..models.clip import load_clip
 from ..models.hub import LoadedClip
 from ..ondevice import OnnxProbeClassifier, OnnxZeroShotClassifier
 from ..ondevice.export_dir import ExportDir
+from ..ondevice.familiarity import REFERENCE_FILE
 from ..ondevice.preprocess import check_preprocessing, preprocess_batch
 from ..ondevice.scoring import NULL_PROMPTS
 from ..preprocessing import Preprocessing
@@ -50,7 +53,7 @@ from ..probe.classifier import load_classifier
 from ..zeroshot.classify import ZeroShotClassifier, ZeroShotConfig
 from .quantize import METHODS, choose_method, quantize_graph, quantize_text_graph
 from .tokenizer import clean_mode, save_tokenizer
-from .towers import DEFAULT_OPSET, export_graph
+from .towers import DEFAULT_OPSET, ImageWithStats, export_graph
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +191,13 @@ def export_zeroshot(model: str | None, out: str | os.PathLike, pretrained: str |
     with atomic_folder(out) as tmp:
         size = prep["crop"]
         log.info("exporting the image tower")
-        export_graph(bundle.model.encode_image, torch.zeros(2, 3, size, size), tmp / IMAGE_GRAPH, "pixels",
-                     "embedding", opset, owner=bundle.model)
+        familiarity = _copy_familiarity(clf, bundle, tmp)
+        if familiarity and familiarity["output"]:  # the flag's layer statistics come out of the same pass
+            export_graph(ImageWithStats(bundle.model, familiarity["layers"]), torch.zeros(2, 3, size, size),
+                         tmp / IMAGE_GRAPH, "pixels", ("embedding", familiarity["output"]), opset)
+        else:
+            export_graph(bundle.model.encode_image, torch.zeros(2, 3, size, size), tmp / IMAGE_GRAPH, "pixels",
+                         "embedding", opset, owner=bundle.model)
         log.info("exporting the text tower")
         tokens = bundle.tokenizer(["a photo of a cat.", "a"])
         export_graph(bundle.model.encode_text, tokens, tmp / TEXT_GRAPH, "tokens", "embedding", opset,
@@ -206,7 +214,7 @@ def export_zeroshot(model: str | None, out: str | os.PathLike, pretrained: str |
             "embed_dim": clf.embed_dim, "logit_scale": clf.logit_scale, "logit_bias": clf.logit_bias,
             "text": {"context_length": int(tokens.shape[1]), "clean": clean_mode(bundle.tokenizer),
                      "tokenizer": TOKENIZER_FILE},
-            "labels": None, "versions": _versions(),
+            "labels": None, "familiarity": familiarity, "versions": _versions(),
         }
         _write_manifest(tmp, manifest)
         device_clf = OnnxZeroShotClassifier(ExportDir(tmp), config=ZeroShotConfig(cache_dir=""))
@@ -225,6 +233,17 @@ def export_zeroshot(model: str | None, out: str | os.PathLike, pretrained: str |
         _write_manifest(tmp, manifest)
         ExportDir(tmp).verify_all()
     return out
+
+
+def _copy_familiarity(clf: ZeroShotClassifier, bundle: LoadedClip, folder: Path) -> dict[str, Any] | None:
+    """Copy the model's "unfamiliar image" reference into the export and say how the device computes its features:
+    a second output of the image graph (layer statistics) or the embeddings themselves; None without a reference."""
+    ref = clf.familiarity
+    if ref is None:
+        return None
+    shutil.copyfile(Path(bundle.info["source"]) / REFERENCE_FILE, folder / REFERENCE_FILE)
+    return {"file": REFERENCE_FILE, "layers": list(ref.layers),
+            "output": FAMILIARITY_OUTPUT if ref.layers else None}
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
@@ -250,9 +269,15 @@ def zeroshot_parity(torch_clf: ZeroShotClassifier, device_clf: OnnxZeroShotClass
         tp = dict(zip(t.labels, t.probs))
         diffs.append(max(abs(tp[name] - p) for name, p in zip(d.labels, d.probs)))
         agree += int(t.labels[0] == d.labels[0])
-    return {"images": len(images), "texts": len(texts), "labels": len(t_res[0].labels),
-            "image_cosine_min": _cosine_min(t_img, d_img), "text_cosine_min": _cosine_min(t_txt, d_txt),
-            "prob_max_abs_diff": float(max(diffs)), "top1_agreement": agree / len(images)}
+    out = {"images": len(images), "texts": len(texts), "labels": len(t_res[0].labels),
+           "image_cosine_min": _cosine_min(t_img, d_img), "text_cosine_min": _cosine_min(t_txt, d_txt),
+           "prob_max_abs_diff": float(max(diffs)), "top1_agreement": agree / len(images)}
+    if torch_clf.familiarity is not None and device_clf.familiarity is not None:
+        t_fam = np.array([r.familiarity for r in t_res], np.float64)
+        d_fam = np.array([r.familiarity for r in d_res], np.float64)
+        out["familiarity_max_abs_diff"] = float(np.abs(t_fam - d_fam).max())
+        out["unfamiliar_agreement"] = float(np.mean([t.unfamiliar == d.unfamiliar for t, d in zip(t_res, d_res)]))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ classifier

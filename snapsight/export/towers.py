@@ -9,11 +9,13 @@ import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..zeroshot.layer_stats import channel_stats, find_layers
 
 DEFAULT_OPSET = 17  # onnxruntime runs it from 1.14 on; LayerNormalization is a single op from 17
 
@@ -30,9 +32,39 @@ class _Call(nn.Module):
         return self.fn(x)
 
 
-def export_graph(module: nn.Module | Callable, example: torch.Tensor, path: Path, input_name: str, output_name: str,
-                 opset: int = DEFAULT_OPSET, owner: nn.Module | None = None) -> Path:
-    """Write ``module(example)`` as an ONNX graph at ``path`` with axis 0 of input and output dynamic.
+class ImageWithStats(nn.Module):
+    """The image tower with a second output: the familiarity features of ``layers`` (their L2-normalised channel
+    statistics, concatenated, as :func:`snapsight.zeroshot.layer_stats.layer_statistics` computes them), taken
+    from the same forward pass, so the device computes the "unfamiliar image" flag without a second pass."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[str]):
+        super().__init__()
+        self.model = model
+        self.layers = tuple(layers)
+        self._modules_of = find_layers(model, self.layers)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        captured: dict[str, torch.Tensor] = {}
+
+        def hook(name: str):
+            def fn(_module, _inputs, output):
+                out = output[0] if isinstance(output, (tuple, list)) else output
+                captured[name] = nn.functional.normalize(channel_stats(out), dim=1)
+            return fn
+
+        handles = [m.register_forward_hook(hook(n)) for n, m in zip(self.layers, self._modules_of)]
+        try:
+            emb = self.model.encode_image(x)
+        finally:
+            for h in handles:
+                h.remove()
+        return emb, torch.cat([captured[n] for n in self.layers], dim=1)
+
+
+def export_graph(module: nn.Module | Callable, example: torch.Tensor, path: Path, input_name: str,
+                 output_name: str | Sequence[str], opset: int = DEFAULT_OPSET, owner: nn.Module | None = None) -> Path:
+    """Write ``module(example)`` as an ONNX graph at ``path`` with axis 0 of the input and of every output
+    (``output_name``: one name, or one per output) dynamic.
 
     ``module`` may be a bound method (``model.encode_image``); ``owner`` is then the model it belongs to. The
     module is put in eval mode, and left in eval mode: the exporter restores the training flag of the wrapper it
@@ -45,7 +77,8 @@ def export_graph(module: nn.Module | Callable, example: torch.Tensor, path: Path
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # tracer and deprecation warnings about code we do not own
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=[output_name],
-                          dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+        outputs = [output_name] if isinstance(output_name, str) else list(output_name)
+        torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=outputs,
+                          dynamic_axes={input_name: {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
                           opset_version=opset, dynamo=False, do_constant_folding=True)
     return path

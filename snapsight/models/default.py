@@ -34,7 +34,7 @@ DEFAULT_MODEL_NAME = "snapsight-default-rn10t-minilm"
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "default-model"
 ASSET_CONFIG = "default_model.json"  # model/preprocess config, text tower source, provenance, figures
 ASSET_WEIGHTS = "weights.safetensors"  # every tensor except text.transformer.* (fp16)
-# The "unfamiliar image" reference (snapsight.zeroshot.familiarity.REFERENCE_FILE, which a test keeps equal):
+# The "unfamiliar image" reference (snapsight.ondevice.familiarity.REFERENCE_FILE, which a test keeps equal):
 # copied as it is into the assembled folder, where the classifier looks for it.
 ASSET_REFERENCE = "reference_features.safetensors"
 TEXT_PREFIX = "text.transformer."

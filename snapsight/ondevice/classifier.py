@@ -24,6 +24,7 @@ from ..data.images import open_image
 from ..errors import SnapsightError
 from ..labels import LabelSet, load_label_set, resolve_templates
 from .export_dir import ExportDir
+from .familiarity import FamiliarityReference, read_reference
 from .label_cache import load_or_build_label_embeddings
 from .preprocess import check_preprocessing, preprocess_batch
 from .scoring import (
@@ -71,14 +72,17 @@ class _ImageTower:
             self._session = self.export.session(IMAGE_GRAPH, self._threads)
         return self._session
 
-    def run(self, images: Sequence[Image.Image | str | os.PathLike], batch_size: int) -> list[np.ndarray]:
+    def run(self, images: Sequence[Image.Image | str | os.PathLike], batch_size: int,
+            outputs: Sequence[str] | None = None) -> list[list[np.ndarray]]:
+        """Per batch, the graph's ``outputs`` (default: its first output only), in that order."""
         if batch_size < 1:
             raise SnapsightError(f"batch_size must be at least 1, got {batch_size}")
         name = self.session.get_inputs()[0].name
+        wanted = list(outputs) if outputs else [self.session.get_outputs()[0].name]
         outs = []
         for start in range(0, len(images), batch_size):
             chunk = [open_image(im) for im in images[start:start + batch_size]]
-            outs.append(self.session.run(None, {name: preprocess_batch(chunk, self.preprocessing)})[0])
+            outs.append(self.session.run(wanted, {name: preprocess_batch(chunk, self.preprocessing)}))
         return outs
 
 
@@ -108,6 +112,15 @@ class OnnxZeroShotClassifier:
         self._null: np.ndarray | None = None
         self._indexes: OrderedDict[str, tuple[LabelSet, np.ndarray, list[str]]] = OrderedDict()
         self.notes: list[str] = []
+        # The source model's "unfamiliar image" reference, when it carried one; with layer statistics, the image
+        # graph has a second output computed in the same pass as the embedding.
+        fam = m.get("familiarity")
+        self.familiarity: FamiliarityReference | None = None
+        self._stats_output: str | None = None
+        if fam:
+            self.familiarity = read_reference(export.file(fam["file"]))
+            self._stats_output = fam.get("output")
+        self._recent_stats: tuple[list[Any], np.ndarray] | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike, config: ZeroShotConfig | None = None,
@@ -176,8 +189,35 @@ class OnnxZeroShotClassifier:
     def encode_images(self, images: Sequence[Image.Image | str | os.PathLike], batch_size: int | None = None,
                       ) -> np.ndarray:
         """Normalised image embeddings ``(n, dim)`` float32; paths are opened with :func:`open_image`."""
-        outs = self._image.run(list(images), batch_size or self.config.batch_size)
-        return normalize_rows(np.concatenate(outs)) if outs else np.zeros((0, self.embed_dim), np.float32)
+        images = list(images)
+        bs = batch_size or self.config.batch_size
+        if self._stats_output is None:
+            outs = self._image.run(images, bs)
+        else:
+            outs = self._image.run(images, bs, [self._image.session.get_outputs()[0].name, self._stats_output])
+            if outs:
+                # kept for annotate_familiarity on these same images (the CLI's and the demo's order of calls)
+                self._recent_stats = (images, np.concatenate([o[1] for o in outs]))
+        if not outs:
+            return np.zeros((0, self.embed_dim), np.float32)
+        return normalize_rows(np.concatenate([o[0] for o in outs]))
+
+    def familiarity_scores(self, images: Sequence[Image.Image | str | os.PathLike],
+                           batch_size: int | None = None) -> np.ndarray:
+        """Familiarity ``(n,)`` of each image under the source model's reference (negative: unfamiliar), as
+        :meth:`snapsight.zeroshot.ZeroShotClassifier.familiarity_scores`. One sentence when the export has none."""
+        if self.familiarity is None:
+            raise SnapsightError("this export carries no familiarity reference (its source model had none)")
+        images = list(images)
+        recent = self._recent_stats
+        if recent is not None and len(recent[0]) == len(images) and all(a is b for a, b in zip(recent[0], images)):
+            feats = recent[1]
+        elif self._stats_output is not None:
+            self.encode_images(images, batch_size)
+            feats = self._recent_stats[1]
+        else:
+            feats = self.encode_images(images, batch_size)
+        return self.familiarity.scores(feats)
 
     # ------------------------------------------------------------------ labels
     def _embed_labels(self, label_set: LabelSet, templates: Sequence[str],
@@ -236,8 +276,15 @@ class OnnxZeroShotClassifier:
 
     def annotate_familiarity(self, results: list[ZeroShotResult], images: Sequence[Any],
                              batch_size: int | None = None) -> list[ZeroShotResult]:
-        """The torch classifier's familiarity hook: an export carries no familiarity reference, so ``familiarity``
-        and ``unfamiliar`` stay ``None``. Returns ``results``."""
+        """Set ``familiarity``/``unfamiliar`` of ``results`` (one per image) when the export carries a
+        layer-statistics reference, from the features :meth:`encode_images` computed for these same images (or a
+        new pass); embedding references are scored by :meth:`classify_embeddings`, and exports without a reference
+        leave both ``None``. Returns ``results``."""
+        if self.familiarity is None or self._stats_output is None or not results:
+            return results
+        fam = self.familiarity_scores(images, batch_size)
+        for r, f, u in zip(results, fam.tolist(), self.familiarity.unfamiliar(fam).tolist()):
+            r.familiarity, r.unfamiliar = f, u
         return results
 
     # ------------------------------------------------------------------ classify
@@ -249,10 +296,13 @@ class OnnxZeroShotClassifier:
         if isinstance(images, (Image.Image, str, os.PathLike)):
             images = [images]
         label_set, emb = self.label_index(labels, templates)
-        results = self.classify_embeddings(self.encode_images(list(images), batch_size), label_set, emb,
+        names = [str(im) if isinstance(im, (str, os.PathLike)) else None for im in images]
+        images = list(images)
+        results = self.classify_embeddings(self.encode_images(images, batch_size), label_set, emb,
                                            top_k=top_k, threshold=threshold, multi_label=multi_label)
-        for r, im in zip(results, images):
-            r.image = str(im) if isinstance(im, (str, os.PathLike)) else None
+        self.annotate_familiarity(results, images, batch_size)
+        for r, n in zip(results, names):
+            r.image = n
         return results
 
     def classify_embeddings(self, image_emb: np.ndarray, label_set: LabelSet, label_emb: np.ndarray,
@@ -272,8 +322,14 @@ class OnnxZeroShotClassifier:
             probs = multi_label_probs(scores, image_emb @ self.null_embedding(), self.logit_scale, self.logit_bias)
         else:
             probs = softmax_probs(scores, self.logit_scale)
-        return top_k_results(probs, scores, label_set.names, top_k, threshold, bool(multi_label),
-                             cfg.multi_label_min_prob)
+        results = top_k_results(probs, scores, label_set.names, top_k, threshold, bool(multi_label),
+                                cfg.multi_label_min_prob)
+        fam = self.familiarity
+        if fam is not None and self._stats_output is None and fam.dim == image_emb.shape[1]:
+            scored = fam.scores(image_emb)
+            for r, f, u in zip(results, scored.tolist(), fam.unfamiliar(scored).tolist()):
+                r.familiarity, r.unfamiliar = f, u
+        return results
 
 
 class OnnxProbeClassifier:
@@ -293,7 +349,7 @@ class OnnxProbeClassifier:
     def predict_proba(self, images: Sequence[Any], batch_size: int = 64) -> np.ndarray:
         """``(n, C)`` probabilities for images (PIL images or anything :func:`open_image` reads)."""
         outs = self._image.run(list(images), batch_size)
-        return np.concatenate(outs) if outs else np.zeros((0, len(self.class_names)), np.float32)
+        return np.concatenate([o[0] for o in outs]) if outs else np.zeros((0, len(self.class_names)), np.float32)
 
     def predict(self, images: Sequence[Any], top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Per image, ``[(class_name, probability), ...]`` sorted by probability, highest first."""

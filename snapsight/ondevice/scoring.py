@@ -69,7 +69,7 @@ class ZeroShotResult:
     multi_label: bool = False
     present: list[bool] | None = None  # multi-label: which of ``labels`` pass the probability/threshold
     image: str | None = None  # file name when classified from a path
-    # Models that carry a familiarity reference (snapsight.zeroshot.familiarity): the cosine to the nearest
+    # Models that carry a familiarity reference (snapsight.ondevice.familiarity): the cosine to the nearest
     # training-image reference, and whether it is below the model's threshold. None: the model has no reference.
     familiarity: float | None = None
     unfamiliar: bool | None = None

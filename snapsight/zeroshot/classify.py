@@ -30,12 +30,12 @@ from ..errors import SnapsightError
 from ..models.clip import load_clip
 from ..models.hub import LoadedClip
 from ..models.text import encode_text_trimmed, token_lengths
+from ..ondevice.familiarity import FamiliarityReference, load_reference
 from ..ondevice.scoring import NULL_PROMPTS, IndexConfig, ZeroShotConfig, ZeroShotResult  # noqa: F401 (re-exported)
 from ..ondevice.scoring import mean_prompt_embeddings as np_mean_prompt_embeddings
 from ..ondevice.scoring import multi_label_probs as np_multi_label_probs
 from ..ondevice.scoring import softmax_probs as np_softmax_probs
 from ..runtime import bf16_supported, resolve_device
-from .familiarity import FamiliarityReference, load_reference
 from .index import LabelIndex, cache_key, load_or_build_index
 from .layer_stats import find_layers, layer_statistics
 from .prompts import LabelSet, load_label_set, resolve_templates

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from snapsight.errors import SnapsightError
-from snapsight.zeroshot.familiarity import (
+from snapsight.ondevice.familiarity import (
     REFERENCE_FILE,
     auroc,
     build_reference,

@@ -9,7 +9,8 @@ score of Sun et al. 2022, "Out-of-distribution detection with deep nearest neigh
 thresholds are chosen on held-out images of the training sources (a calibration half; the other half measures
 the flag), never on the unfamiliar photos the flag is meant to catch.
 
-Pure numpy (no torch): works on ``(n, dim)`` float32 features, either the image embeddings every model path
+Pure numpy (no torch), so the on-device path (:mod:`snapsight.ondevice.classifier`) flags images from an export
+that carries the reference as the torch path does. Works on ``(n, dim)`` float32 features, either the image embeddings every model path
 computes or the channel statistics of named early layers (:mod:`snapsight.zeroshot.layer_stats`; the default
 model uses these). Models without the file have no flag: :func:`load_reference` returns ``None`` and results say
 nothing.
@@ -160,7 +161,15 @@ def load_reference(model_dir: str | os.PathLike | None) -> FamiliarityReference 
     path = Path(model_dir) / REFERENCE_FILE
     if not path.is_file():
         return None
+    return read_reference(path)
+
+
+def read_reference(path: str | os.PathLike) -> FamiliarityReference:
+    """The reference in safetensors file ``path`` (as :func:`save_reference` writes it); one sentence when it is
+    unreadable or inconsistent."""
     from safetensors import safe_open
+
+    path = Path(path)
 
     try:
         with safe_open(str(path), framework="np") as f:

@@ -1,0 +1,1 @@
+"""How far to trust a classifier: accuracy per class and group, calibration, corruptions, attacks, cost, saliency."""

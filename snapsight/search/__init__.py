@@ -1,0 +1,1 @@
+"""Search your own image folders by text or by image through a FAISS index of their features."""
