@@ -3,6 +3,7 @@
 #   install-system-deps.sh demo   what the library and the demo need:
 #     dataset-fashion-mnist   Fashion-MNIST idx files under /usr/share/datasets/fashion-mnist/
 #     fonts-noto-color-emoji  colour emoji rendered as images for the offline default model
+#     fonts-dejavu-core       the font `snapsight evaluate` writes labels in (typographic attack)
 #   install-system-deps.sh build  the above, and what building the default model needs (and
 #                                 `snapsight classify --expand wordnet`):
 #     tuxpaint-stamps-default Tux Paint's ~800 captioned cut-out pictures (about 160 MB download)
@@ -10,7 +11,7 @@
 #   install-system-deps.sh test   the above, and what only the test suite needs:
 #     chromium                headless browser for the demo's browser test (about 400 MB)
 set -euo pipefail
-demo=(dataset-fashion-mnist fonts-noto-color-emoji)
+demo=(dataset-fashion-mnist fonts-noto-color-emoji fonts-dejavu-core)
 build=("${demo[@]}" tuxpaint-stamps-default wordnet-base)
 case "${1:-demo}" in
   demo) pkgs=("${demo[@]}") ;;

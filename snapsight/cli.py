@@ -22,6 +22,9 @@ COMMANDS = {
     "build-default-model": "build_default_model",
     "demo": "demo",
     "export": "export",
+    "evaluate": "evaluate",
+    "index": "index",
+    "search": "search",
 }
 
 

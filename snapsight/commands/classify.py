@@ -28,7 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expand", choices=("none", "wordnet"),
                    help="wordnet: add each label's WordNet synonyms and hypernym (sense chosen among the other "
                         "labels) to its prompts (needs apt-get install wordnet-base)")
-    p.add_argument("--threshold", type=float, help='cosine similarity below which the answer is "none of these"')
+    p.add_argument("--threshold", type=_threshold_arg,
+                   help='cosine similarity below which the answer is "none of these", or auto: the one a trust '
+                        "report chose for its target precision (with --report DIR, from snapsight evaluate)")
+    p.add_argument("--report", help="trust report folder (snapsight evaluate --out) that --threshold auto reads")
     p.add_argument("--multi-label", action="store_true", default=None,
                    help="score each label independently (images with several things in them)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
@@ -38,6 +41,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (see configs/zeroshot.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--cache-dir", help='label-index cache folder ("" disables the cache)')
+    p.add_argument("--examples", help="labeled example images added to zero-shot (Tip-Adapter cache): class folders, "
+                   "CSV/JSONL of path,label, a saved Hugging Face dataset or fashion-mnist:train")
+    p.add_argument("--shots", type=int, help="use at most this many examples per label (drawn with --seed)")
+    p.add_argument("--seed", type=int, help="seed for drawing --shots (default 0)")
+    p.add_argument("--alpha", type=float, help="weight of the examples against zero-shot (default: chosen by "
+                   "leave-one-out on the examples)")
+    p.add_argument("--beta", type=float, help="sharpness of the examples' similarity (default: leave-one-out)")
+    p.add_argument("--finetune-steps", type=int, help="also fine-tune the cached examples for this many steps "
+                   "(Tip-F; e.g. 100, seconds on a CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -115,7 +127,7 @@ def _is_probe_classifier(model: str | None) -> bool:
 
 # Zero-shot settings that mean nothing to a trained classifier: (flag, config key or None).
 _ZERO_SHOT_ONLY = (("--labels", None), ("--labels-file", None), ("--pretrained", None), ("--templates", "templates"),
-                   ("--expand", None),
+                   ("--expand", None), ("--examples", None),
                    ("--threshold", "threshold"), ("--multi-label", "multi_label"),
                    (None, "multi_label_min_prob"))
 
@@ -139,9 +151,40 @@ def _refuse_zero_shot_options(args: argparse.Namespace, cfg: Any) -> None:
             f"{'it' if len(given) == 1 else 'them'}")
 
 
+def _threshold_arg(text: str) -> float | str:
+    """``--threshold``: a number, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+
+
+def _resolve_auto_threshold(args: argparse.Namespace) -> None:
+    """``--threshold auto``: the threshold the trust report in ``--report DIR`` chose (``snapsight evaluate``)."""
+    if args.threshold != "auto":
+        if getattr(args, "report", None):
+            raise SnapsightError("--report is read only with --threshold auto; drop it or add --threshold auto")
+        return
+    if not getattr(args, "report", None):
+        raise SnapsightError("--threshold auto takes the threshold a trust report chose: add --report DIR "
+                             "(written by `snapsight evaluate --out DIR`)")
+    from ..evaluate.report import DEFAULT_MODEL_SPEC, read_threshold
+
+    chosen = read_threshold(args.report)
+    args.threshold = float(chosen["threshold"])
+    print(f"note: threshold {args.threshold:.4f} from {args.report}: {100 * chosen['precision']:.1f}% precision at "
+          f"{100 * chosen['coverage']:.1f}% coverage on {chosen['data']}", file=sys.stderr)
+    if chosen.get("model") != (args.model or DEFAULT_MODEL_SPEC):
+        print(f"warning: the report measured {chosen.get('model')}, not {args.model or DEFAULT_MODEL_SPEC}; a cosine "
+              "threshold belongs to the model it was measured on", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    _resolve_auto_threshold(args)
     cfg = _load_config(args)
     if cfg.top_k < 1:
         raise SnapsightError(f"--top-k must be at least 1, got {cfg.top_k}")
@@ -150,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.text_batch_size < 1:  # range(0, n, 0) raised a ValueError traceback
         raise SnapsightError(f"text_batch_size must be at least 1, got {cfg.text_batch_size}")
     _check_numbers(cfg)
+    _check_example_options(args, cfg)
     if _is_probe_classifier(args.model):  # before any image is looked at or the classifier is loaded
         _refuse_zero_shot_options(args, cfg)
     paths, problems = collect_images(args.images)
@@ -180,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
         label_set, index = clf.label_index(label_set, cfg.templates)
         for note in clf.notes:
             print(f"note: {note}", file=sys.stderr)
+        if args.examples:
+            clf = _with_examples(args, cfg, clf, label_set, index)
 
         def predict(imgs):
             emb = clf.encode_images(imgs, batch_size=cfg.batch_size)
@@ -272,6 +318,39 @@ def _load_zero_shot(args: argparse.Namespace, cfg: Any) -> Any:
     from ..zeroshot.classify import ZeroShotClassifier
 
     return ZeroShotClassifier.load(args.model, args.pretrained, device=args.device, config=cfg)
+
+
+_EXAMPLE_OPTIONS = ("shots", "seed", "alpha", "beta", "finetune_steps")
+
+
+def _check_example_options(args: argparse.Namespace, cfg: Any) -> None:
+    """The few-shot flags mean something only with --examples, and only for single-label classification."""
+    given = [f"--{k.replace('_', '-')}" for k in _EXAMPLE_OPTIONS if getattr(args, k, None) is not None]
+    if given and not getattr(args, "examples", None):
+        raise SnapsightError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --examples SOURCE")
+    if getattr(args, "examples", None) and cfg.multi_label:
+        raise SnapsightError("--examples works with single-label classification; drop --multi-label or --examples")
+
+
+def _with_examples(args: argparse.Namespace, cfg: Any, clf: Any, label_set: Any, index: Any) -> Any:
+    """The zero-shot classifier with the examples' cache, fitted to the labels now (so that an example label that
+    is not among them is one error before any image is classified), with a note on the weights chosen."""
+    if not hasattr(clf, "with_examples"):
+        raise SnapsightError(f"--examples needs a PyTorch CLIP model; --model {args.model} is an ONNX export")
+    clf = clf.with_examples(args.examples, shots=args.shots, seed=args.seed or 0, alpha=args.alpha, beta=args.beta,
+                            finetune_steps=args.finetune_steps or 0, progress=not args.no_progress)
+    for note in clf.notes:
+        print(f"note: {note}", file=sys.stderr)
+    fit = clf.cache_adapter.fit(label_set, index, clf.logit_scale)
+    how = {"leave-one-out": "chosen by leave-one-out", "given": "given",
+           "fitted": "one example per label: alpha the smallest that gets every example right"}[fit.chosen_by]
+    if fit.loo_accuracy is not None:
+        how += (f": {100 * fit.loo_accuracy:.1f}% of the examples right with the cache, "
+                f"{100 * fit.loo_zero_shot_accuracy:.1f}% zero-shot")
+    tuned = f", keys fine-tuned for {fit.finetune_steps} steps" if fit.finetune_steps else ""
+    print(f"note: {len(clf.cache_adapter)} example(s) in the cache{tuned}; alpha {fit.alpha:g}, beta {fit.beta:g} "
+          f"({how})", file=sys.stderr)
+    return clf
 
 
 def _probe_results(probe, images, top_k: int):

@@ -14,6 +14,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default: the offline default model (snapsight build-default-model)")
     p.add_argument("--pretrained", default=None, help="open_clip pretrained tag for --model, e.g. laion2b_s34b_b79k")
     p.add_argument("--classifier", default=None, help="folder of a classifier saved by `snapsight probe` (Classifier tab)")
+    p.add_argument("--index", default=None,
+                   help="image index written by `snapsight index` (Search tab; its model is loaded too)")
+    p.add_argument("--report", default=None,
+                   help="trust report folder written by `snapsight evaluate --out` (Report tab)")
+    p.add_argument("--threshold", default=None,
+                   help="where the 'none of these' slider starts: a cosine, or auto: the one --report chose")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to your network)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -60,6 +66,28 @@ def _check_args(args: argparse.Namespace) -> None:
         raise SnapsightError(f"--label-chunk-ms must be a number of milliseconds above 0, got {args.label_chunk_ms}")
 
 
+def _start_threshold(args: argparse.Namespace) -> float | None:
+    """``--threshold``: a number from 0 to 1 (the slider's range), or ``auto``: the threshold of ``--report``."""
+    from ..errors import SnapsightError
+
+    if args.threshold is None:
+        return None
+    if str(args.threshold).strip().lower() == "auto":
+        if not args.report:
+            raise SnapsightError("--threshold auto takes the threshold a trust report chose: add --report DIR")
+        from ..evaluate.report import read_threshold
+
+        value = float(read_threshold(args.report)["threshold"])
+    else:
+        try:
+            value = float(args.threshold)
+        except ValueError:
+            raise SnapsightError(f"--threshold takes a number from 0 to 1 or auto, got {args.threshold!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise SnapsightError(f"the demo's threshold slider runs from 0 to 1; {value:.4f} is outside it")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     from ..demo.app import DemoConfig, build_demo
     from ..errors import SnapsightError
@@ -67,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
 
     cfg = DemoConfig(
-        model=args.model, pretrained=args.pretrained, classifier=args.classifier, device=args.device,
+        model=args.model, pretrained=args.pretrained, classifier=args.classifier, index=args.index, device=args.device,
         host=args.host, port=args.port, share=args.share, max_file_size=args.max_file_size,
         max_batch_size=args.max_batch_size, queue_size=args.queue_size, max_labels=args.max_labels,
         max_prompts=args.max_prompts, label_chunk_ms=args.label_chunk_ms, max_decodes=args.max_decodes,
@@ -75,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.max_pixels:
         cfg.max_pixels = args.max_pixels
+    cfg.report, cfg.threshold = args.report, _start_threshold(args)
     which = "the offline default model" if cfg.model is None else cfg.model + (f" ({cfg.pretrained})" if cfg.pretrained else "")
     print(f"loading {which} ...", flush=True)
     app, demo = build_demo(cfg)  # loads the start model: a missing one fails here with its own message

@@ -17,6 +17,9 @@ spec                             source
 ``fashion-mnist:train|test``     Fashion-MNIST from its idx files (``DIR:train`` for a folder of them)
 ===============================  ==============================================================
 
+Columns beyond path and label (further CSV columns under a header, further JSONL keys, a Hugging Face dataset's
+other scalar columns) are kept as strings in :attr:`LabeledDataset.columns`, e.g. for ``snapsight evaluate --group``.
+
 Images are opened lazily, only through :func:`snapsight.data.images.open_image`, so a corrupt file
 raises :class:`~snapsight.errors.ImageError` when it is read; callers (feature extraction,
 fine-tuning) skip such items and report them.
@@ -59,6 +62,9 @@ class LabeledDataset:
     identity: str
     _get: Callable[[int], Any] = field(repr=False)
     _describe: Callable[[int], str] = field(repr=False)
+    # Extra per-item values beyond path and label (CSV/JSONL columns, Hugging Face dataset columns), as
+    # strings, one list per column aligned with ``labels``; e.g. a group for ``snapsight evaluate --group``.
+    columns: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -90,6 +96,7 @@ class LabeledDataset:
             identity=f"{self.identity}|{tag}:{digest}",
             _get=lambda i: get(int(idx[i])),
             _describe=lambda i: describe(int(idx[i])),
+            columns={k: [v[int(i)] for i in idx] for k, v in self.columns.items()},
         )
 
 
@@ -108,12 +115,14 @@ def _file_stamp(paths: Sequence[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def _path_dataset(name: str, paths: list[Path], label_names: list[str], class_names: list[str] | None = None) -> LabeledDataset:
+def _path_dataset(name: str, paths: list[Path], label_names: list[str], class_names: list[str] | None = None,
+                  columns: dict[str, list[str]] | None = None) -> LabeledDataset:
     names = class_names if class_names is not None else sorted(set(label_names), key=_natural_key)
     pos = {c: j for j, c in enumerate(names)}
     labels = np.array([pos[c] for c in label_names], dtype=np.int64)
     identity = f"files:{_file_stamp(paths)}:{_digest(label_names)}:{_digest(names)}"
-    return LabeledDataset(name, list(names), labels, identity, lambda i: paths[i], lambda i: str(paths[i]))
+    return LabeledDataset(name, list(names), labels, identity, lambda i: paths[i], lambda i: str(paths[i]),
+                          columns=dict(columns or {}))
 
 
 def _natural_key(s: str):
@@ -184,17 +193,22 @@ def load_csv(path: str | os.PathLike) -> LabeledDataset:
             raise SnapsightError(f"{path}: each row needs a path and a label (path,label)")
         pi, li, body, first_line = 0, 1, rows, 1
     records = []
+    extra = {h: j for j, h in enumerate(rows[0]) if j not in (pi, li) and h.strip()} if first_line == 2 else {}
+    columns: dict[str, list[str]] = {h.strip(): [] for h in extra}
     for n, r in enumerate(body, start=first_line):
         if len(r) <= max(pi, li) or not r[pi].strip() or not r[li].strip():
             raise SnapsightError(f"{path}:{n}: row {r!r} lacks a path or a label")
         records.append((r[pi].strip(), r[li].strip()))
-    return _records_dataset(path, records)
+        for h, j in extra.items():
+            columns[h.strip()].append(r[j].strip() if j < len(r) else "")
+    return _records_dataset(path, records, columns)
 
 
 def load_jsonl(path: str | os.PathLike) -> LabeledDataset:
     """JSON Lines of ``{"path": ..., "label": ...}``; paths relative to the file's folder."""
     path = Path(path)
     records = []
+    extras: list[dict[str, Any]] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as e:
@@ -211,15 +225,19 @@ def load_jsonl(path: str | os.PathLike) -> LabeledDataset:
         pk = _pick_key(list(obj), PATH_KEYS, "path", f"{path}:{n}")
         lk = _pick_key(list(obj), LABEL_KEYS, "label", f"{path}:{n}")
         records.append((str(obj[pk]), str(obj[lk])))
+        extras.append({k: v for k, v in obj.items() if k not in (pk, lk) and isinstance(v, (str, int, float, bool))})
     if not records:
         raise SnapsightError(f"{path}: no records")
-    return _records_dataset(path, records)
+    keys = sorted({k for e in extras for k in e})
+    columns = {k: ["" if e.get(k) is None else str(e.get(k)) for e in extras] for k in keys}
+    return _records_dataset(path, records, columns)
 
 
-def _records_dataset(list_file: Path, records: list[tuple[str, str]]) -> LabeledDataset:
+def _records_dataset(list_file: Path, records: list[tuple[str, str]],
+                     columns: dict[str, list[str]] | None = None) -> LabeledDataset:
     base = list_file.parent
     paths = [(base / p) if not Path(p).is_absolute() else Path(p) for p, _ in records]
-    return _path_dataset(str(list_file), paths, [lbl for _, lbl in records])
+    return _path_dataset(str(list_file), paths, [lbl for _, lbl in records], columns=columns)
 
 
 def is_hf_dataset_dir(path: str | os.PathLike) -> bool:
@@ -295,7 +313,16 @@ def load_hf_dataset(path: str | os.PathLike, split: str | None = None,
     fp = getattr(ds, "_fingerprint", None) or _file_stamp(sorted(path.rglob("*.arrow")))
     identity = f"hf:{path.resolve()}:{split}:{fp}:{image_column}:{label_column}"
     name = f"{path}" + (f":{split}" if split else "")
-    return LabeledDataset(name, class_names, labels, identity, get, lambda i: f"{name}[{i}]")
+    scalar = [k for k, f in feats.items() if k not in (image_column, label_column)
+              and isinstance(f, (datasets.Value, datasets.ClassLabel))]
+
+    def column_values(k: str) -> list[str]:  # ClassLabel columns by name, as a user would write a group
+        f = feats[k]
+        values = ds[k]
+        return [f.int2str(v) if isinstance(f, datasets.ClassLabel) else str(v) for v in values]
+
+    return LabeledDataset(name, class_names, labels, identity, get, lambda i: f"{name}[{i}]",
+                          columns={k: column_values(k) for k in scalar})
 
 
 def load_fashion_mnist_labeled(split: str = "train", root: str | os.PathLike | None = None) -> LabeledDataset:
@@ -407,6 +434,7 @@ def align_classes(train: LabeledDataset, other: LabeledDataset, role: str = "val
         identity=f"{other.identity}|classes:{_digest(train.class_names)}",
         _get=other._get,
         _describe=other._describe,
+        columns=other.columns,
     )
     return aligned, notes
 

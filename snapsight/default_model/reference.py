@@ -26,8 +26,8 @@ from ..data.emoji import render_all_emoji
 from ..data.fashion_mnist import load_fashion_mnist
 from ..data.stamps import render_stamp
 from ..models.default import assemble_default_model
-from ..zeroshot.classify import ZeroShotClassifier
 from ..ondevice.familiarity import REFERENCE_FILE, FamiliarityReference, build_reference, save_reference
+from ..zeroshot.classify import ZeroShotClassifier
 from .wordings import training_emoji, training_stamps
 
 log = logging.getLogger(__name__)

@@ -62,6 +62,7 @@ from snapsight.demo.fairness import (  # noqa: E402
     check_budget,
     total_prompts,
 )
+from snapsight.demo.fewshot import FewShotPanel  # noqa: E402
 from snapsight.demo.guard import PUBLIC_API, RequestGuard, parse_size  # noqa: E402
 from snapsight.demo.inputs import (  # noqa: E402
     TOP_K_SLIDER_MAX,
@@ -76,6 +77,8 @@ from snapsight.demo.inputs import (  # noqa: E402
     validate_top_k,
 )
 from snapsight.demo.models import ModelCache, ModelChoice, probe_cache, zeroshot_cache  # noqa: E402
+from snapsight.demo.report_tab import ReportTab  # noqa: E402
+from snapsight.demo.search_tab import SearchTab  # noqa: E402
 from snapsight.ondevice import multi_label_explanation  # noqa: E402
 from snapsight.zeroshot import explain_label, load_label_set, resolve_templates  # noqa: E402
 
@@ -117,6 +120,9 @@ class DemoConfig:
     max_models: int = 2  # zero-shot models kept in memory
     allow_local_paths: bool | None = None  # page may load server folders; None = only on a loopback host
     extra_allowed_paths: list[str] = field(default_factory=list)
+    index: str | None = None  # an image index (`snapsight index`) for the Search tab, chosen at launch only
+    report: str | None = None  # a trust report folder (`snapsight evaluate --out`) for the Report tab, launch only
+    threshold: float | None = None  # where the "none of these" slider starts (e.g. a report's choice)
     max_labels: int = 1000  # labels per request (builtin:imagenet-1k fits); more are refused
     max_prompts: int = 8000  # labels x templates embedded for one request (imagenet-1k x 8 default templates)
     label_chunk_ms: float = 50.0  # a label-set build takes the model for about this long per chunk
@@ -269,6 +275,9 @@ class DemoApp:
         self.decodes = DecodeSlots(cfg.max_decodes)
         self.text_chunks = 0  # label-set chunks run so far (tests and the benchmark read it)
         self.blocks: gr.Blocks | None = None
+        self.search_tab = SearchTab(cfg.index, cfg.device) if cfg.index else None  # a bad index fails at start
+        self.report_tab = ReportTab(cfg.report) if cfg.report else None  # a folder without a report fails at start
+        self.fewshot = FewShotPanel(self, _label_data, _model_side)  # example images per label (Tip-Adapter)
 
     # ----------------------------------------------------------------- models
     def classifier(self, spec: ModelChoice, path_given: bool = False) -> Any:
@@ -550,7 +559,7 @@ class DemoApp:
                         with gr.Accordion("Options", open=False):
                             template_set = gr.Dropdown(templates, value=templates[0], label="Prompt templates")
                             top_k = gr.Slider(1, 20, value=5, step=1, label="Top-k")
-                            threshold = gr.Slider(0.0, 1.0, value=0.0, step=0.01,
+                            threshold = gr.Slider(0.0, 1.0, value=cfg.threshold or 0.0, step=0.01,
                                                   label="'None of these' threshold (cosine similarity; 0 = off)")
                             multi_label = gr.Checkbox(value=False, label="Several labels can be true (multi-label)")
                             show_heatmap = gr.Checkbox(value=True, label="Show why-this-label heatmap")
@@ -566,6 +575,7 @@ class DemoApp:
                     many = gr.File(file_count="multiple", file_types=["image"], label="Images")
                     run_many = gr.Button("Classify all", elem_id="zs-run-many")
                     table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, wrap=True, label="Results")
+                fs_run, fs_result, fs_note = self.fewshot.build()
                 with gr.Accordion("Model", open=False):
                     sources = [SOURCE_DEFAULT, SOURCE_OPEN_CLIP] + ([SOURCE_LOCAL] if cfg.local_paths_allowed else [])
                     source = gr.Radio(sources, value=SOURCE_DEFAULT if self.start_spec.is_offline_default
@@ -589,6 +599,10 @@ class DemoApp:
                 probe_label = gr.Label(label="First image")
                 probe_table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, wrap=True, label="Results")
 
+            if self.search_tab is not None:
+                self.search_tab.build(cfg.heavy_concurrency)
+            if self.report_tab is not None:
+                self.report_tab.build()
             zs = dict(concurrency_limit=cfg.classify_concurrency, concurrency_id="zeroshot")
             run.click(
                 self.classify, [image, labels, template_set, top_k, threshold, multi_label, spec_state], [ranked, top_label],
@@ -600,6 +614,10 @@ class DemoApp:
             run_many.click(
                 self.classify_many, [many, labels, template_set, top_k, threshold, multi_label, spec_state], [table],
                 api_name="classify_many", preprocess=False, **zs,
+            )
+            fs_run.click(  # a page step, not a public endpoint (guard.PUBLIC_API)
+                self.fewshot.classify, [image, labels, template_set, top_k, threshold, spec_state, *self.fewshot.slots],
+                [fs_result, fs_note], api_visibility="private", preprocess=False, postprocess=False, **zs,
             )
             load.click(
                 self.load_model, [source, model_name, model_tag, model_path], [spec_state, status, banner],
@@ -619,6 +637,8 @@ class DemoApp:
         cfg = self.cfg
         demo = demo or self.build()
         allowed = [str(EXAMPLES_DIR)] + list(cfg.extra_allowed_paths)
+        if self.search_tab is not None:  # the index's own files, one by one: the Search gallery serves no other
+            allowed += self.search_tab.allowed_paths()
         self.blocks = demo
         from starlette.middleware import Middleware
 

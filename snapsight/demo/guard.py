@@ -16,7 +16,7 @@ from snapsight import SnapsightError
 
 log = logging.getLogger(__name__)
 
-PUBLIC_API = ("classify", "classify_many", "classify_with_classifier")  # the only events callable by name
+PUBLIC_API = ("classify", "classify_many", "classify_with_classifier", "search")  # the only events callable by name
 
 
 NOT_UPLOADED = "Every file must be uploaded first (POST /gradio_api/upload); server paths and URLs are refused."

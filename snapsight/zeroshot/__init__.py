@@ -8,6 +8,8 @@ Public API::
     clf = ZeroShotClassifier.load("ViT-B-32", pretrained="laion2b_s34b_b79k")
     results = clf.classify(["a.jpg", pil_image], "cat, sunset, pizza", templates="default", top_k=5)
     results[0].labels, results[0].probs, results[0].scores, results[0].none_of_these
+    few = clf.with_examples("my_examples/", shots=16)      # a few labeled images per label (Tip-Adapter cache)
+    results = few.classify(["a.jpg"], "cat, sunset, pizza")
 
 faiss is imported only by :mod:`snapsight.zeroshot.index`, and only when a label index is built.
 """

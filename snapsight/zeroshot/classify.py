@@ -13,6 +13,7 @@ label's cosine is below it. ``multi_label=True`` scores each label on its own (s
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -36,6 +37,7 @@ from ..ondevice.scoring import mean_prompt_embeddings as np_mean_prompt_embeddin
 from ..ondevice.scoring import multi_label_probs as np_multi_label_probs
 from ..ondevice.scoring import softmax_probs as np_softmax_probs
 from ..runtime import bf16_supported, resolve_device
+from .adapter import CacheAdapter, build_example_cache, examples_dataset, select_shots
 from .index import LabelIndex, cache_key, load_or_build_index
 from .layer_stats import find_layers, layer_statistics
 from .prompts import LabelSet, load_label_set, resolve_templates
@@ -109,6 +111,7 @@ class ZeroShotClassifier:
         self._indexes_lock = threading.Lock()  # the demo builds label indexes from several request threads
         self._null_embedding: torch.Tensor | None = None
         self._last_request: tuple | None = None
+        self.cache_adapter: CacheAdapter | None = None  # few-shot examples (with_examples); None = zero-shot
         self.notes: list[str] = []  # notes from the last classify/label_index call (cleaning, truncation)
         source = bundle.info.get("source")  # a model folder may carry an "unfamiliar image" reference
         self.familiarity: FamiliarityReference | None = load_reference(source) if source and os.path.isdir(
@@ -249,6 +252,34 @@ class ZeroShotClassifier:
         self._last_request = (request, label_set, index)
         return label_set, index
 
+    def with_examples(self, examples: str | os.PathLike | Any, shots: int | None = None, seed: int = 0,
+                      alpha: float | None = None, beta: float | None = None, finetune_steps: int = 0,
+                      progress: bool = False, cache_dir: str | None = None) -> "ZeroShotClassifier":
+        """A classifier that adds a cache of labeled example images to the zero-shot scores (Tip-Adapter, see
+        :mod:`.adapter`); it shares this one's model and label indexes.
+
+        ``examples``: a labeled source (class folders, CSV/JSONL, saved Hugging Face dataset, ``fashion-mnist:train``),
+        a :class:`~snapsight.data.labeled.LabeledDataset` or ``{label: [images]}``; ``shots`` keeps at most that many
+        per class (drawn with ``seed``). ``alpha``/``beta`` default to a leave-one-out choice on the examples;
+        ``finetune_steps`` > 0 also fine-tunes the cache keys (Tip-F). Without examples it classifies exactly as
+        zero-shot. Example labels must be among the labels classified against. The examples' features are cached
+        beside the label indexes (``cache_dir``, default the config's; ``""`` keeps them in memory only).
+        """
+        dataset = examples_dataset(examples)
+        if shots is not None:
+            dataset = dataset.subset(select_shots(dataset.labels, shots, seed), tag=f"shots{shots}-seed{seed}")
+        info = self.bundle.info
+        model_key = {"model": info.get("name"), "pretrained": info.get("pretrained"),
+                     "fingerprint": info.get("fingerprint"), "precision": str(self.dtype)}
+        cache = build_example_cache(dataset, self.encode_images, model_key,
+                                    cache_dir=self.config.cache_dir if cache_dir is None else cache_dir,
+                                    batch_size=self.config.batch_size,
+                                    progress=progress)
+        clone = copy.copy(self)
+        clone.cache_adapter = CacheAdapter(cache, alpha, beta, finetune_steps)
+        clone.notes = list(cache.notes)
+        return clone
+
     def clear_memory_cache(self) -> None:
         """Forget in-memory label indexes (the disk cache is kept)."""
         self._indexes.clear()
@@ -356,7 +387,9 @@ class ZeroShotClassifier:
         labels = label_set.labels
         if len(image_emb) == 0:
             return []
-        if index.kind == "hnsw":
+        extra = None if self.cache_adapter is None else self.cache_adapter.scores(
+            image_emb, label_set, index, self.logit_scale, bool(multi_label))
+        if index.kind == "hnsw" and extra is None:  # the cache needs every label's score
             # Softmax over the nearest candidates only: labels far outside them carry ~0 probability
             # at CLIP's temperature (logit_scale 100 turns a 0.1 cosine gap into e^-10).
             n_cand = min(max(cfg.index.hnsw_candidates, k), index.num_labels)
@@ -369,7 +402,8 @@ class ZeroShotClassifier:
         if multi_label:
             probs = multi_label_probs(scores, image_emb @ self.null_embedding(), self.logit_scale, self.logit_bias)
         else:
-            probs = softmax_probs(scores, self.logit_scale)
+            # with examples: softmax(s * (cosine + cache term)), the cache term in cosine units (see .adapter)
+            probs = softmax_probs(scores if extra is None else scores + extra, self.logit_scale)
         top_p, top_i = probs.topk(k, dim=-1)
         top_s = scores.gather(1, top_i)
         if ids is not None:
