@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..zeroshot.layer_stats import channel_stats, find_layers
+from ..zeroshot.layer_stats import find_layers, joined_statistics, recording_statistics
 
 DEFAULT_OPSET = 17  # onnxruntime runs it from 1.14 on; LayerNormalization is a single op from 17
 
@@ -41,24 +41,12 @@ class ImageWithStats(nn.Module):
         super().__init__()
         self.model = model
         self.layers = tuple(layers)
-        self._modules_of = find_layers(model, self.layers)
+        find_layers(model, self.layers)  # one sentence now rather than while tracing
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        captured: dict[str, torch.Tensor] = {}
-
-        def hook(name: str):
-            def fn(_module, _inputs, output):
-                out = output[0] if isinstance(output, (tuple, list)) else output
-                captured[name] = nn.functional.normalize(channel_stats(out), dim=1)
-            return fn
-
-        handles = [m.register_forward_hook(hook(n)) for n, m in zip(self.layers, self._modules_of)]
-        try:
+        with recording_statistics(self.model, self.layers) as captured:
             emb = self.model.encode_image(x)
-        finally:
-            for h in handles:
-                h.remove()
-        return emb, torch.cat([captured[n] for n in self.layers], dim=1)
+        return emb, joined_statistics(captured, self.layers)
 
 
 def export_graph(module: nn.Module | Callable, example: torch.Tensor, path: Path, input_name: str,

@@ -13,6 +13,7 @@ label's cosine is below it. ``multi_label=True`` scores each label on its own (s
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -39,7 +40,7 @@ from ..ondevice.scoring import softmax_probs as np_softmax_probs
 from ..runtime import bf16_supported, resolve_device
 from .adapter import CacheAdapter, build_example_cache, examples_dataset, select_shots
 from .index import LabelIndex, cache_key, load_or_build_index
-from .layer_stats import find_layers, layer_statistics
+from .layer_stats import find_layers, joined_statistics, layer_statistics, recording_statistics
 from .prompts import LabelSet, load_label_set, resolve_templates
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class ZeroShotClassifier:
         self._indexes_lock = threading.Lock()  # the demo builds label indexes from several request threads
         self._null_embedding: torch.Tensor | None = None
         self._last_request: tuple | None = None
+        self._recent_stats: tuple[list[Any], np.ndarray] | None = None  # (images, familiarity features) last encoded
         self.cache_adapter: CacheAdapter | None = None  # few-shot examples (with_examples); None = zero-shot
         self.notes: list[str] = []  # notes from the last classify/label_index call (cleaning, truncation)
         source = bundle.info.get("source")  # a model folder may carry an "unfamiliar image" reference
@@ -198,14 +200,23 @@ class ZeroShotClassifier:
                       ) -> torch.Tensor:
         """Normalised image embeddings ``(n, dim)`` float32; paths are opened with :func:`open_image`."""
         bs = batch_size or self.config.batch_size
-        outs = []
-        for start in range(0, len(images), bs):
-            chunk = [open_image(im) for im in images[start:start + bs]]
-            pixels = self.bundle.preprocess_batch(chunk).to(self.device, self.dtype)
-            emb = self.model.encode_image(pixels)
-            outs.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
+        layers = self.familiarity.layers if self.familiarity is not None else ()
+        outs, stats = [], []
+        with contextlib.ExitStack() as stack:
+            # the familiarity reference's layer statistics come out of the same pass (see annotate_familiarity)
+            captured = stack.enter_context(recording_statistics(self.model, layers)) if layers else None
+            for start in range(0, len(images), bs):
+                chunk = [open_image(im) for im in images[start:start + bs]]
+                pixels = self.bundle.preprocess_batch(chunk).to(self.device, self.dtype)
+                emb = self.model.encode_image(pixels)
+                outs.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
+                if captured is not None:
+                    stats.append(joined_statistics(captured, layers).cpu())
+                    captured.clear()
         if not outs:
             return torch.zeros(0, self.embed_dim)
+        if stats:
+            self._recent_stats = (list(images), torch.cat(stats).numpy())
         return torch.cat(outs)
 
     # ------------------------------------------------------------------ label index
@@ -350,7 +361,11 @@ class ZeroShotClassifier:
         models without a reference leave both ``None``. Returns ``results``."""
         if self.familiarity is None or not self.familiarity.layers or not results:
             return results
-        fam = self.familiarity_scores(images, batch_size=batch_size)
+        recent = self._recent_stats
+        if recent is not None and len(recent[0]) == len(images) and all(a is b for a, b in zip(recent[0], images)):
+            fam = self.familiarity.scores(recent[1])  # computed by encode_images on these same images
+        else:
+            fam = self.familiarity_scores(images, batch_size=batch_size)
         for r, f, u in zip(results, fam.tolist(), self.familiarity.unfamiliar(fam).tolist()):
             r.familiarity, r.unfamiliar = f, u
         return results

@@ -9,8 +9,9 @@ the layers are concatenated (each layer weighs the same in a cosine).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -46,11 +47,13 @@ def find_layers(model: nn.Module, layers: Sequence[str]) -> list[nn.Module]:
     return [modules[name] for name in layers]
 
 
-@torch.inference_mode()
-def layer_statistics(model: nn.Module, pixels: torch.Tensor, layers: Sequence[str]) -> np.ndarray:
-    """``(batch, features)`` float32: for each of ``layers`` (in the order given) the L2-normalised channel
-    statistics (:func:`channel_stats`) of its output while ``model.encode_image(pixels)`` runs, concatenated.
-    The forward pass stops once every layer has been seen. Other threads' passes are ignored."""
+@contextlib.contextmanager
+def recording_statistics(model: nn.Module, layers: Sequence[str], stop_early: bool = False,
+                         ) -> Iterator[dict[str, torch.Tensor]]:
+    """While the block runs, each forward pass of ``model`` in this thread stores the L2-normalised channel
+    statistics (:func:`channel_stats`) of ``layers`` in the yielded dict, by layer name. With ``stop_early`` the
+    pass is cut short (by an exception the caller catches, :class:`_Enough`) once every layer has been seen.
+    Other threads' passes are ignored."""
     owner = threading.get_ident()
     captured: dict[str, torch.Tensor] = {}
 
@@ -60,18 +63,33 @@ def layer_statistics(model: nn.Module, pixels: torch.Tensor, layers: Sequence[st
                 return
             out = output[0] if isinstance(output, (tuple, list)) else output
             captured[name] = torch.nn.functional.normalize(channel_stats(out), dim=1)
-            if len(captured) == len(layers):
+            if stop_early and len(captured) == len(layers):
                 raise _Enough
         return fn
 
     handles = [m.register_forward_hook(hook(name)) for name, m in zip(layers, find_layers(model, layers))]
     try:
-        model.encode_image(pixels)
-    except _Enough:
-        pass
+        yield captured
     finally:
         for h in handles:
             h.remove()
-    if len(captured) != len(layers):
+
+
+def joined_statistics(captured: dict[str, torch.Tensor], layers: Sequence[str]) -> torch.Tensor:
+    """The recorded statistics of ``layers``, concatenated in that order; one sentence when a layer did not run."""
+    if len(captured) < len(layers) or any(name not in captured for name in layers):
         raise SnapsightError(f"layers {sorted(set(layers) - set(captured))} did not run in the image tower")
-    return torch.cat([captured[name] for name in layers], dim=1).cpu().numpy()
+    return torch.cat([captured[name] for name in layers], dim=1)
+
+
+@torch.inference_mode()
+def layer_statistics(model: nn.Module, pixels: torch.Tensor, layers: Sequence[str]) -> np.ndarray:
+    """``(batch, features)`` float32: for each of ``layers`` (in the order given) the L2-normalised channel
+    statistics (:func:`channel_stats`) of its output while ``model.encode_image(pixels)`` runs, concatenated.
+    The forward pass stops once every layer has been seen. Other threads' passes are ignored."""
+    with recording_statistics(model, layers, stop_early=True) as captured:
+        try:
+            model.encode_image(pixels)
+        except _Enough:
+            pass
+    return joined_statistics(captured, layers).cpu().numpy()

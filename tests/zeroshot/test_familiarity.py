@@ -172,6 +172,25 @@ def test_classifier_flags_images_only_for_a_model_that_carries_a_reference(tiny_
     assert again.familiarity == pytest.approx(white.familiarity)
 
 
+def test_encoding_then_flagging_takes_one_forward_pass(tiny_open_clip_dir, tmp_path):
+    from PIL import Image
+
+    clf = _model_with_reference(tiny_open_clip_dir, tmp_path / "with-ref")
+    noise, flat = random_images(1, seed=3)[0], Image.new("RGB", (48, 40), (255, 255, 255))
+    want = [r.familiarity for r in clf.classify([noise, flat], "cat, dog")]
+    model = clf.model
+    passes = []
+    encode = model.encode_image
+    model.encode_image = lambda *a, **k: passes.append(1) or encode(*a, **k)
+    label_set, index = clf.label_index("cat, dog")
+    images = [noise, flat]
+    results = clf.annotate_familiarity(clf.classify_embeddings(clf.encode_images(images), label_set, index), images)
+    assert len(passes) == 1 and [r.familiarity for r in results] == pytest.approx(want, abs=1e-5)
+    # other images than the ones last encoded are measured anew, never given the last pass's statistics
+    [other] = clf.annotate_familiarity(clf.classify_embeddings(clf.encode_images([noise]), label_set, index), [flat])
+    assert len(passes) == 3 and other.familiarity == pytest.approx(want[1], abs=1e-5) and other.unfamiliar
+
+
 def test_a_reference_for_another_architecture_is_one_sentence_at_load(tiny_open_clip_dir, tmp_path):
     from snapsight.zeroshot import ZeroShotClassifier
 
