@@ -24,7 +24,7 @@ from ..data.images import open_image
 from ..errors import SnapsightError
 from ..labels import LabelSet, load_label_set, resolve_templates
 from .export_dir import ExportDir
-from .familiarity import FamiliarityReference, read_reference
+from .familiarity import FamiliarityReference, RecentFeatures, read_reference
 from .label_cache import load_or_build_label_embeddings
 from .preprocess import check_preprocessing, preprocess_batch
 from .scoring import (
@@ -120,7 +120,7 @@ class OnnxZeroShotClassifier:
         if fam:
             self.familiarity = read_reference(export.file(fam["file"]))
             self._stats_output = fam.get("output")
-        self._recent_stats: tuple[list[Any], np.ndarray] | None = None
+        self._recent = RecentFeatures()
 
     @classmethod
     def load(cls, path: str | os.PathLike, config: ZeroShotConfig | None = None,
@@ -197,7 +197,7 @@ class OnnxZeroShotClassifier:
             outs = self._image.run(images, bs, [self._image.session.get_outputs()[0].name, self._stats_output])
             if outs:
                 # kept for annotate_familiarity on these same images (the CLI's and the demo's order of calls)
-                self._recent_stats = (images, np.concatenate([o[1] for o in outs]))
+                self._recent.remember(images, np.concatenate([o[1] for o in outs]))
         if not outs:
             return np.zeros((0, self.embed_dim), np.float32)
         return normalize_rows(np.concatenate([o[0] for o in outs]))
@@ -209,14 +209,12 @@ class OnnxZeroShotClassifier:
         if self.familiarity is None:
             raise SnapsightError("this export carries no familiarity reference (its source model had none)")
         images = list(images)
-        recent = self._recent_stats
-        if recent is not None and len(recent[0]) == len(images) and all(a is b for a, b in zip(recent[0], images)):
-            feats = recent[1]
-        elif self._stats_output is not None:
+        if self._stats_output is None:  # a reference of embeddings
+            return self.familiarity.scores(self.encode_images(images, batch_size))
+        feats = self._recent.get(images)
+        if feats is None:
             self.encode_images(images, batch_size)
-            feats = self._recent_stats[1]
-        else:
-            feats = self.encode_images(images, batch_size)
+            feats = self._recent.get(images)
         return self.familiarity.scores(feats)
 
     # ------------------------------------------------------------------ labels

@@ -84,6 +84,24 @@ class FamiliarityReference:
         return np.asarray(scores) < 0
 
 
+class RecentFeatures:
+    """The familiarity features of the images an encoder embedded last. The CLI and the demo embed images first
+    and flag them afterwards; the features come out of the embedding pass, and this hands them back for the very
+    same image objects, in the same order, and for nothing else (anything else is measured anew)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[list[Any], np.ndarray] | None = None
+
+    def remember(self, images: Sequence[Any], features: np.ndarray) -> None:
+        self._last = (list(images), features)
+
+    def get(self, images: Sequence[Any]) -> np.ndarray | None:
+        last = self._last  # one read: another thread may replace it meanwhile
+        if last is None or len(last[0]) != len(images) or any(a is not b for a, b in zip(last[0], images)):
+            return None
+        return last[1]
+
+
 def normalise(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (zero rows stay zero), float32."""
     x = np.asarray(x, dtype=np.float32)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ class Hit:
     score: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "path": self.path, "score": self.score}
+        return asdict(self)
 
 
 class ImageSearcher:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SnapsightError
-from ..zeroshot.index import faiss, normalize_rows
+from ..zeroshot.index import faiss, graph_or_flat_index, normalize_rows
 
 KINDS = ("auto", "flat", "ivf", "hnsw", "pq")
 PQ_MIN_VECTORS = 1_000  # a 4-bit code book has 16 centroids per sub-vector: k-means wants a few hundred points
@@ -80,11 +80,8 @@ def build_vector_index(vectors: np.ndarray, kind: str, cfg: VectorIndexConfig) -
     """A faiss index of kind ``kind`` over ``(n, dim)`` vectors (normalised here); row ``i`` gets id ``i``."""
     x = normalize_rows(vectors)
     n, dim = x.shape
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = cfg.hnsw_ef_construction
+    if kind in ("flat", "hnsw"):
+        index = graph_or_flat_index(x, kind, cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search)
     elif kind == "ivf":
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, ivf_nlist(n, cfg), faiss.METRIC_INNER_PRODUCT)
@@ -94,7 +91,7 @@ def build_vector_index(vectors: np.ndarray, kind: str, cfg: VectorIndexConfig) -
         index = _pq_index(x, cfg)
     else:
         raise SnapsightError(f"unknown index kind {kind!r}")
-    if n:
+    if n and kind in ("ivf", "pq"):
         index.add(x)
     set_search_params(index, kind, cfg)
     return index

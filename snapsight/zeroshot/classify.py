@@ -32,7 +32,7 @@ from ..errors import SnapsightError
 from ..models.clip import load_clip
 from ..models.hub import LoadedClip
 from ..models.text import encode_text_trimmed, token_lengths
-from ..ondevice.familiarity import FamiliarityReference, load_reference
+from ..ondevice.familiarity import FamiliarityReference, RecentFeatures, load_reference
 from ..ondevice.scoring import NULL_PROMPTS, IndexConfig, ZeroShotConfig, ZeroShotResult  # noqa: F401 (re-exported)
 from ..ondevice.scoring import mean_prompt_embeddings as np_mean_prompt_embeddings
 from ..ondevice.scoring import multi_label_probs as np_multi_label_probs
@@ -112,7 +112,7 @@ class ZeroShotClassifier:
         self._indexes_lock = threading.Lock()  # the demo builds label indexes from several request threads
         self._null_embedding: torch.Tensor | None = None
         self._last_request: tuple | None = None
-        self._recent_stats: tuple[list[Any], np.ndarray] | None = None  # (images, familiarity features) last encoded
+        self._recent = RecentFeatures()  # familiarity features of the images encoded last
         self.cache_adapter: CacheAdapter | None = None  # few-shot examples (with_examples); None = zero-shot
         self.notes: list[str] = []  # notes from the last classify/label_index call (cleaning, truncation)
         source = bundle.info.get("source")  # a model folder may carry an "unfamiliar image" reference
@@ -216,7 +216,7 @@ class ZeroShotClassifier:
         if not outs:
             return torch.zeros(0, self.embed_dim)
         if stats:
-            self._recent_stats = (list(images), torch.cat(stats).numpy())
+            self._recent.remember(images, torch.cat(stats).numpy())
         return torch.cat(outs)
 
     # ------------------------------------------------------------------ label index
@@ -327,14 +327,11 @@ class ZeroShotClassifier:
             images = [images]
         label_set, index = self.label_index(labels, templates)
         names = [str(im) if isinstance(im, (str, os.PathLike)) else None for im in images]
-        stats = self.familiarity is not None and bool(self.familiarity.layers)
-        if stats:  # opened once for both passes
-            images = [open_image(im) for im in images]
-        image_emb = self.encode_images(list(images), batch_size=batch_size)
+        images = list(images)
+        image_emb = self.encode_images(images, batch_size=batch_size)
         results = self.classify_embeddings(
             image_emb, label_set, index, top_k=top_k, threshold=threshold, multi_label=multi_label)
-        if stats:
-            self.annotate_familiarity(results, images, batch_size)
+        self.annotate_familiarity(results, images, batch_size)  # from the same pass's statistics
         for r, n in zip(results, names):
             r.image = n
         return results
@@ -361,11 +358,7 @@ class ZeroShotClassifier:
         models without a reference leave both ``None``. Returns ``results``."""
         if self.familiarity is None or not self.familiarity.layers or not results:
             return results
-        recent = self._recent_stats
-        if recent is not None and len(recent[0]) == len(images) and all(a is b for a, b in zip(recent[0], images)):
-            fam = self.familiarity.scores(recent[1])  # computed by encode_images on these same images
-        else:
-            fam = self.familiarity_scores(images, batch_size=batch_size)
+        fam = self.familiarity_scores(images, batch_size=batch_size)
         for r, f, u in zip(results, fam.tolist(), self.familiarity.unfamiliar(fam).tolist()):
             r.familiarity, r.unfamiliar = f, u
         return results
@@ -376,7 +369,10 @@ class ZeroShotClassifier:
         :mod:`.familiarity`). Raises :class:`SnapsightError` when the model carries no reference."""
         if self.familiarity is None:
             raise SnapsightError("this model carries no familiarity reference (reference_features.safetensors)")
-        return self.familiarity.scores(self.image_features(images, self.familiarity.layers, batch_size))
+        feats = self._recent.get(images)  # computed by encode_images when it embedded these same images
+        if feats is None:
+            feats = self.image_features(images, self.familiarity.layers, batch_size)
+        return self.familiarity.scores(feats)
 
     @torch.inference_mode()
     def null_embedding(self) -> torch.Tensor:

@@ -118,18 +118,27 @@ class LabelIndex:
         return cls(embeddings, kind=kind, cfg=cfg, faiss_index=index)
 
 
-def _build_faiss(embeddings: np.ndarray, kind: str, cfg: IndexConfig) -> Any:
+def graph_or_flat_index(embeddings: np.ndarray, kind: str, hnsw_m: int = 32, ef_construction: int = 200,
+                        ef_search: int = 128) -> Any:
+    """An inner-product faiss index over unit rows ``(n, dim)``, filled: ``flat`` (exact) or ``hnsw`` (graph of
+    degree ``hnsw_m``). The label index and the image index (:mod:`snapsight.search.vectors`) both build theirs
+    here."""
     dim = embeddings.shape[1]
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = cfg.hnsw_ef_construction
-        index.hnsw.efSearch = cfg.hnsw_ef_search
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        index.hnsw.efSearch = ef_search
     else:
         raise ValueError(f"unknown index kind {kind!r}")
-    index.add(embeddings)
+    if len(embeddings):
+        index.add(embeddings)
     return index
+
+
+def _build_faiss(embeddings: np.ndarray, kind: str, cfg: IndexConfig) -> Any:
+    return graph_or_flat_index(embeddings, kind, cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search)
 
 
 def build_label_index(embeddings: np.ndarray, cfg: IndexConfig | None = None) -> LabelIndex:
