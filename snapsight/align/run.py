@@ -30,7 +30,7 @@ class AlignConfig:
                     for k in ("text_proj_identity", "text_unlocked_layers", "text_lr_scale")}
 
     image_encoder: str = ""  # snapsight pretrain run/encoder folder, or random:<backbone>@<size>
-    text_encoder: str = "minilm"  # minilm (bundled all-MiniLM-L6-v2) or a Hugging Face model folder
+    text_encoder: str = "minilm"  # minilm (all-MiniLM-L6-v2), mpnet (all-mpnet-base-v2) or a Hugging Face folder
     pairs: list[str] = field(default_factory=list)  # pairs sources (see snapsight.data.captions.open_pairs)
     lock: Literal["image", "text", "none"] = "text"  # which pretrained tower stays frozen (image = LiT)
     embed_dim: int = 0  # joint space size (0: text width when text_proj is none, else 256)

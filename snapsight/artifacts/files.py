@@ -163,3 +163,14 @@ def read_json(path: str | Path) -> dict[str, Any]:
         raise SnapsightError(f"file not found: {path}") from e
     except json.JSONDecodeError as e:
         raise SnapsightError(f"{path} is not valid JSON: {e}") from e
+
+
+def cache_root() -> Path:
+    """snapsight's cache folder: ``$SNAPSIGHT_CACHE``, else ``$XDG_CACHE_HOME/snapsight``, else ``~/.cache/snapsight``.
+
+    The label-index, feature and default-model caches live below it (one place to move or clear).
+    """
+    env = os.environ.get("SNAPSIGHT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "snapsight"

@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML recipe: a file or a packaged recipe name (align, align-default)")
     p.add_argument("--image-encoder", help="`snapsight pretrain` run directory or encoder folder "
                                            "(or random:timm:resnet10t@32 for a baseline)")
-    p.add_argument("--text-encoder", help="minilm (bundled all-MiniLM-L6-v2, the default) or a Hugging Face model folder")
+    p.add_argument("--text-encoder", help="minilm (bundled all-MiniLM-L6-v2, the default), mpnet (bundled all-mpnet-base-v2, the default model's) or a Hugging Face model folder")
     p.add_argument("--pairs", action="append", metavar="DATA",
                    help="image-text pairs: .csv/.tsv/.jsonl (image,caption), images with sidecar .txt captions, a "
                         "saved Hugging Face dataset, class-labeled data (labeled:SPEC, class folders, fashion-mnist) "

@@ -1,7 +1,7 @@
 """The offline default zero-shot model: what ``classify`` and the demo use when no ``--model`` is given.
 
 It is small and honest about it: a ResNet-10-T image tower (32 px), SimCLR-pretrained on Fashion-MNIST and
-aligned with the bundled all-MiniLM-L6-v2 sentence encoder on Fashion-MNIST images captioned with many everyday
+aligned with the bundled, frozen all-mpnet-base-v2 sentence encoder on Fashion-MNIST images captioned with many everyday
 wordings (widened with WordNet), ~1,200 colour emoji captioned with their Unicode names and ~700 Tux Paint stamps
 captioned with their descriptions. It knows clothing and, roughly, emoji-like pictures and cut-outs of everyday
 things, and it carries a reference of its training images so that results say when an image is unfamiliar; real

@@ -182,7 +182,7 @@ def build_default_model(
                                 "descriptions and WordNet words",
                   "build": summary, "held_out_emoji": pair_info["emoji_held_out"],
                   "held_out_stamps": pair_info["stamps_held_out"]}
-    write_default_asset(result.export_path, out_dir, provenance)
+    write_default_asset(result.export_path, out_dir, provenance, text_encoder=cfg.text_encoder)
     t2 = time.time()
     ref = write_asset_reference(out_dir, work_dir, seed=cfg.train.seed)
     summary.update(asset_dir=str(out_dir), reference_seconds=round(time.time() - t2, 1),

@@ -2,7 +2,7 @@
 
 - open_clip's ``SimpleTokenizer`` (CLIP BPE) is rebuilt from its own vocabulary and merges through transformers'
   CLIP tokenizer, padded with 0 as open_clip pads; truncation keeps the start and end tokens, as open_clip does.
-- Hugging Face tokenizers (MiniLM in the default model, ``CLIPModel`` folders) already have a ``tokenizers``
+- Hugging Face tokenizers (MiniLM, the default model's mpnet, ``CLIPModel`` folders) already have a ``tokenizers``
   backend; padding to the context length and truncation are set on it as the torch path calls it.
 
 open_clip also cleans the text first (``ftfy``, HTML entities, whitespace, lower case); a ``tokenizers`` file

@@ -1,7 +1,7 @@
 """The torch side of an export: towers as ONNX graphs with a dynamic batch axis.
 
 Uses ``torch.onnx.export``'s TorchScript exporter (``dynamo=False``): it handles open_clip's towers, timm trunks,
-Hugging Face CLIP and MiniLM at opset 17 without onnxscript, and its graphs load in onnxruntime as they are.
+Hugging Face CLIP, MiniLM and MPNet at opset 17 without onnxscript, and its graphs load in onnxruntime as they are.
 """
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from ..artifacts.clip_dir import ALIGN_META, CLIP_KIND, OPEN_CLIP_CONFIG, relocate_clip_dir
 from ..artifacts.spec import ModelSpec, parse_model_spec, read_open_clip_config
+from ..artifacts.text_encoders import register_text_archs
 from ..errors import SnapsightError
 from .default import DEFAULT_MODEL_NAME, default_model_dir
 from .hf_clip import load_hf_clip
@@ -70,6 +71,8 @@ def _relocated(directory: Path) -> Path:
 
 def _load_open_clip_local_dir(directory: Path, name: str | None = None) -> LoadedClip:
     import open_clip
+
+    register_text_archs()  # an mpnet text tower (the default model's) needs open_clip to know the type
     from open_clip.factory import _find_checkpoint_in_dir
 
     directory = _relocated(directory)
@@ -90,6 +93,7 @@ def _register_config_file(path: Path) -> str:
     """Make an open_clip config file known to open_clip under its stem (as its own ``model_configs/*.json``)."""
     import open_clip
 
+    register_text_archs()  # an mpnet text tower (the default model's) needs open_clip to know the type
     read_open_clip_config(path)  # one sentence when it is not a model config
     open_clip.add_model_config(path)
     return path.stem
@@ -98,6 +102,8 @@ def _register_config_file(path: Path) -> str:
 def _load_open_clip_named(name: str, pretrained: str, cache_dir: str | None) -> LoadedClip:
     """A registered open_clip model with a pretrained tag or weights file (both checked by the spec parser)."""
     import open_clip
+
+    register_text_archs()  # an mpnet text tower (the default model's) needs open_clip to know the type
     from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 
     extra: dict[str, Any] = {"name": name, "pretrained": pretrained}
@@ -137,6 +143,8 @@ def _load_open_clip_named(name: str, pretrained: str, cache_dir: str | None) -> 
 def _load_open_clip_hub(repo: str, cache_dir: str | None) -> LoadedClip | None:
     """open_clip repo on the Hub; None when the repo has no open_clip_config.json (then try transformers)."""
     import open_clip
+
+    register_text_archs()  # an mpnet text tower (the default model's) needs open_clip to know the type
     from huggingface_hub import hf_hub_download
     from open_clip.pretrained import download_pretrained_from_hf
 

