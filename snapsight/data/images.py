@@ -145,11 +145,32 @@ def open_image(
     return _reduce(_to_rgb(img), min_side)
 
 
+def iter_image_entries(root: str | os.PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+                       ) -> Iterator[os.DirEntry]:
+    """The ``os.DirEntry`` of every image file under ``root``, in :func:`iter_image_files`' order: a folder's
+    files sorted by name, then its sub-folders sorted, hidden ones skipped, symlinked folders listed but not
+    entered (as ``os.walk`` does). ``entry.stat()`` gives size and mtime without building a ``Path`` per file."""
+    try:
+        with os.scandir(root) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError:  # unreadable or removed while walking: os.walk skips it too
+        return
+    folders = []
+    for e in entries:
+        try:
+            is_dir = e.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if not e.is_symlink():
+                folders.append(e)
+        elif e.name.lower().endswith(extensions):
+            yield e
+    for e in folders:
+        yield from iter_image_entries(e.path, extensions)
+
+
 def iter_image_files(root: str | os.PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Iterator[Path]:
     """Yield image files under ``root`` recursively, sorted, skipping hidden files and folders."""
-    root = Path(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for fn in sorted(filenames):
-            if not fn.startswith(".") and fn.lower().endswith(extensions):
-                yield Path(dirpath) / fn
+    for e in iter_image_entries(root, extensions):
+        yield Path(e.path)

@@ -32,7 +32,7 @@ import numpy as np
 import torch.distributed as dist
 from PIL import Image
 
-from ..data.images import IMAGE_EXTENSIONS, iter_image_files, open_image
+from ..data.images import IMAGE_EXTENSIONS, iter_image_entries, open_image
 from ..errors import ImageError, SnapsightError
 from ..ondevice.scoring import ZeroShotConfig
 from ..train import distributed as du
@@ -80,13 +80,12 @@ def scan_folders(folders: Sequence[str | os.PathLike]) -> list[FileStamp]:
             raise SnapsightError(f"{folder}: folder not found" if not root.exists() else
                                  f"{folder} is a file; snapsight index takes folders of images")
         found = 0
-        for path in iter_image_files(root):
+        for entry in iter_image_entries(os.path.abspath(root)):  # an absolute root gives absolute, normal paths
             try:
-                st = path.stat()
+                st = entry.stat()
             except OSError:  # removed while walking
                 continue
-            p = os.path.abspath(path)
-            stamps[p] = FileStamp(p, int(st.st_size), int(st.st_mtime_ns))
+            stamps[entry.path] = FileStamp(entry.path, int(st.st_size), int(st.st_mtime_ns))
             found += 1
         if not found:
             raise SnapsightError(f"{folder}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -176,10 +175,13 @@ def _read_chunks(part: Path) -> tuple[dict[str, tuple[FileStamp, np.ndarray]], d
 
 
 # ----------------------------------------------------------------------------------------------- the build
-def _plan(files: list[FileStamp], out: Path, model: dict[str, Any]) -> tuple[list[FileStamp], int]:
-    """``(to_embed, removed)``: files whose vectors neither the index at ``out`` nor a finished chunk has."""
+def _plan(files: list[FileStamp], out: Path, model: dict[str, Any],
+          ) -> tuple[list[FileStamp], int, StoredIndex | None]:
+    """``(to_embed, removed, previous)``: files whose vectors neither the index at ``out`` nor a finished chunk
+    has, and that index (its vectors memory-mapped), which the merge reuses."""
     known: dict[str, FileStamp] = {}
     removed = 0
+    previous = None
     if is_index_dir(out):
         previous = StoredIndex.load(out, with_faiss=False)
         if not same_model(previous.model, model):
@@ -193,7 +195,7 @@ def _plan(files: list[FileStamp], out: Path, model: dict[str, Any]) -> tuple[lis
     known.update({p: s for p, (s, _) in done.items()})
     known.update({p: s for p, (s, _) in skipped.items()})
     todo = [f for f in files if known.get(f.path) != f]
-    return todo, removed
+    return todo, removed, previous
 
 
 def _embed_shard(shard: list[FileStamp], embed: Embed, part: Path, run_id: str, rank: int, chunk_size: int,
@@ -265,10 +267,11 @@ def build_index(
     started = time.perf_counter()
     rank, world = du.get_rank(), du.get_world_size()
     plan: Any = None
+    previous = None  # rank 0: the index being refreshed, read once for the plan and the merge
     if rank == 0:
         try:
             files = scan_folders(folders)
-            todo, removed = _plan(files, out, model)
+            todo, removed, previous = _plan(files, out, model)
             plan = (files, todo, removed, f"{time.time_ns():x}")
         except SnapsightError as e:  # every process stops with the same sentence
             plan = str(e)
@@ -290,7 +293,7 @@ def build_index(
     error = None
     if rank == 0:
         try:
-            _merge(files, out, model, config, report)
+            _merge(files, out, model, config, report, previous)
         except SnapsightError as e:
             error = str(e)
     error = _broadcast(error)  # also keeps the other processes until the folder is written
@@ -301,30 +304,42 @@ def build_index(
 
 
 def _merge(files: list[FileStamp], out: Path, model: dict[str, Any], config: VectorIndexConfig,
-           report: BuildReport) -> None:
+           report: BuildReport, previous: StoredIndex | None) -> None:
     """Rank 0: the previous index's kept vectors and every finished chunk, in path order, written as ``out``."""
-    vectors_by_path: dict[str, np.ndarray] = {}
+    # Where each path's vector is: (source, row), source 0 the previous index, 1 the new chunks; gathered in one
+    # indexing per source, since row-by-row reads of the memory-mapped previous vectors dominate a refresh.
+    where: dict[str, tuple[int, int]] = {}
     stamp_of: dict[str, FileStamp] = {}
-    if is_index_dir(out):
-        previous = StoredIndex.load(out, with_faiss=False)
-        for s, v in zip(previous.files, previous.vectors):
-            vectors_by_path[s.path], stamp_of[s.path] = v, s
+    sources: list[np.ndarray] = [np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)]
+    if previous is not None:
+        sources[0] = previous.vectors
+        for i, s in enumerate(previous.files):
+            where[s.path], stamp_of[s.path] = (0, i), s
     done, skipped = _read_chunks(_partial_dir(out))
-    for p, (s, v) in done.items():
-        vectors_by_path[p], stamp_of[p] = v, s
+    if done:
+        sources[1] = np.stack([v for _, v in done.values()])
+        for i, (p, (s, _)) in enumerate(done.items()):
+            where[p], stamp_of[p] = (1, i), s
     kept: list[FileStamp] = []
-    rows: list[np.ndarray] = []
+    picks: list[tuple[int, int]] = []
     for f in files:
         if stamp_of.get(f.path) == f:
             kept.append(f)
-            rows.append(vectors_by_path[f.path])
+            picks.append(where[f.path])
         elif f.path in skipped and skipped[f.path][0] == f:
             report.skipped.append(skipped[f.path][1])
         else:  # every planned file is in a chunk once all processes are done; a gap is a bug, not bad input
             raise RuntimeError(f"no vector for {f.path} after the build")
-    if not rows:
+    if not picks:
         raise SnapsightError(f"none of the {len(files)} images could be read")
-    vectors = np.stack(rows).astype(np.float32)
+    src = np.fromiter((s for s, _ in picks), np.int64, len(picks))
+    row = np.fromiter((r for _, r in picks), np.int64, len(picks))
+    dim = max(a.shape[1] for a in sources if len(a))
+    vectors = np.empty((len(picks), dim), np.float32)
+    for k, arr in enumerate(sources):
+        mask = src == k
+        if mask.any():
+            vectors[mask] = arr[row[mask]]
     kind = resolve_kind(len(vectors), config)
     manifest = {
         "kind": INDEX_KIND, "format": INDEX_FORMAT, "model": model, "dim": int(vectors.shape[1]),

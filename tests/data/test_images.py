@@ -65,4 +65,15 @@ def test_iter_image_files(tmp_path):
     for name in ["a/1.PNG", "a/2.jpg", "a/.hidden/3.png", "b.txt", "c.webp"]:
         (tmp_path / name).write_bytes(b"")
     found = [p.relative_to(tmp_path).as_posix() for p in iter_image_files(tmp_path)]
-    assert found == ["c.webp", "a/1.PNG", "a/2.jpg"] or sorted(found) == ["a/1.PNG", "a/2.jpg", "c.webp"]
+    assert found == ["c.webp", "a/1.PNG", "a/2.jpg"]  # a folder's files, then its sub-folders (os.walk's order)
+
+
+def test_iter_image_files_lists_but_does_not_enter_a_linked_folder(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "x.png").write_bytes(b"")
+    (tmp_path / "top").mkdir()
+    (tmp_path / "top" / "y.png").write_bytes(b"")
+    (tmp_path / "top" / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    (tmp_path / "top" / "z.png").symlink_to(tmp_path / "real" / "x.png")  # a linked file is a file
+    found = [p.relative_to(tmp_path).as_posix() for p in iter_image_files(tmp_path / "top")]
+    assert found == ["top/y.png", "top/z.png"]
