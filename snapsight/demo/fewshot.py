@@ -17,13 +17,10 @@ import gradio as gr
 from snapsight import SnapsightError
 from snapsight.demo.fairness import Cancelled
 from snapsight.demo.inputs import UserError
+from snapsight.zeroshot.adapter import fold_label
 
 SLOTS = 4  # labels that can get examples on the page at once
 LABEL_CHARS = 200  # a slot's label text at most
-
-
-def _fold(name: str) -> str:
-    return " ".join(name.split()).casefold()
 
 
 def slot_pairs(values: Sequence[Any]) -> list[tuple[str, list[Any]]]:
@@ -52,8 +49,8 @@ def slot_pairs(values: Sequence[Any]) -> list[tuple[str, list[Any]]]:
 def check_example_labels(pairs: Sequence[tuple[str, list[Any]]], label_names: Sequence[str], max_images: int,
                          ) -> None:
     """Every example label among the labels typed above, and at most ``max_images`` examples in all."""
-    known = {_fold(n) for n in label_names}
-    unknown = [label for label, _ in pairs if _fold(label) not in known]
+    known = {fold_label(n) for n in label_names}
+    unknown = [label for label, _ in pairs if fold_label(label) not in known]
     if unknown:
         raise UserError(f"The examples' label(s) {', '.join(repr(u) for u in unknown)} are not among the labels; "
                         "add them to the labels or fix the slot.", title="Examples")

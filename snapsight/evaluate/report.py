@@ -14,6 +14,7 @@ from typing import Any
 
 from ..artifacts.files import atomic_write_json, atomic_write_text, read_json
 from ..errors import SnapsightError
+from ..probe.report import confusion_figure
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -93,6 +94,16 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _accuracy_lines(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str) -> str:
+    """Finish a plot of accuracy lines (axes, 0-1 range, legend, title) and return it as a PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _png(fig)
+
+
 def plots(report: dict[str, Any]) -> dict[str, str]:
     """``{plot name: base64 PNG}`` for every check in the report."""
     import matplotlib
@@ -107,14 +118,7 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
         names = report["model"]["classes"]
         n = len(names)
         if n <= 40:
-            fig, ax = plt.subplots(figsize=(1.2 + 0.45 * n, 1.0 + 0.4 * n))
-            ax.imshow(a["confusion"], cmap="Blues")
-            ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=8)
-            ax.set_yticks(range(n), names, fontsize=8)
-            ax.set_xlabel("predicted")
-            ax.set_ylabel("true")
-            ax.set_title("confusion matrix")
-            out["confusion"] = _png(fig)
+            out["confusion"] = _png(confusion_figure(a["confusion"], names))
         g = a.get("groups")
         if g:
             gs = list(g["groups"])
@@ -161,24 +165,14 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
             ax.plot([0, *k["severities"]], [clean if clean is not None else float("nan"), *accs], marker="o",
                     label=name)
         ax.set_xticks([0, *k["severities"]])
-        ax.set_xlabel("severity (0 = clean)")
-        ax.set_ylabel("top-1 accuracy")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=8)
-        ax.set_title("corruptions")
-        out["corruptions"] = _png(fig)
+        out["corruptions"] = _accuracy_lines(fig, ax, "severity (0 = clean)", "top-1 accuracy", "corruptions")
     if "adversarial" in c:
         k = c["adversarial"]
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
         xs = [e * 255 for e in k["eps"]]
         for key in ("fgsm", "pgd", "worst"):
             ax.plot(xs, k[key], marker="o", label={"worst": "both (worst case)"}.get(key, key.upper()))
-        ax.set_xlabel("eps (x 1/255, L-infinity)")
-        ax.set_ylabel("robust accuracy")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=8)
-        ax.set_title("adversarial")
-        out["adversarial"] = _png(fig)
+        out["adversarial"] = _accuracy_lines(fig, ax, "eps (x 1/255, L-infinity)", "robust accuracy", "adversarial")
     if "saliency" in c and c["saliency"].get("n"):
         k = c["saliency"]
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))

@@ -151,11 +151,11 @@ def classification_report(
     return report
 
 
-def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
-    """Row-normalised confusion matrix as a PNG (rows: true class, columns: predicted)."""
+def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = "") -> Any:
+    """A matplotlib figure of the row-normalised confusion matrix (rows: true class, columns: predicted)."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     cm = np.asarray(cm, dtype=np.float64)
@@ -178,6 +178,17 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str 
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
     ax.set_title(title or "confusion matrix (row-normalised)")
     fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """:func:`confusion_figure` saved as a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = confusion_figure(cm, class_names, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")

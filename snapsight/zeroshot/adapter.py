@@ -72,8 +72,8 @@ def cache_scores(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
 def one_hot_values(example_names: Sequence[str], label_names: Sequence[str]) -> torch.Tensor:
     """``(N, C)`` one-hot values: example ``i``'s row marks its label among ``label_names`` (matched ignoring
     case and surrounding space). An example label that is not among ``label_names`` is one error naming them."""
-    pos = {_fold(n): j for j, n in enumerate(label_names)}
-    unknown = sorted({n for n in example_names if _fold(n) not in pos})
+    pos = {fold_label(n): j for j, n in enumerate(label_names)}
+    unknown = sorted({n for n in example_names if fold_label(n) not in pos})
     if unknown:
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
         shown = ", ".join(repr(n) for n in unknown[:10]) + more
@@ -81,11 +81,12 @@ def one_hot_values(example_names: Sequence[str], label_names: Sequence[str]) -> 
                              "labels or leave those examples out")
     values = torch.zeros(len(example_names), len(label_names))
     if len(example_names):
-        values[torch.arange(len(example_names)), torch.tensor([pos[_fold(n)] for n in example_names])] = 1.0
+        values[torch.arange(len(example_names)), torch.tensor([pos[fold_label(n)] for n in example_names])] = 1.0
     return values
 
 
-def _fold(name: str) -> str:
+def fold_label(name: str) -> str:
+    """How example labels are matched to labels: case and runs of white space ignored."""
     return " ".join(str(name).split()).casefold()
 
 
@@ -158,7 +159,7 @@ def smallest_fitting_alpha(keys: torch.Tensor, values: torch.Tensor, zero_shot: 
     present (the largest when none does): as little cache as the examples need. For one example per class, where
     leave-one-out has nothing to score; Tip-Adapter's fixed alpha 1 leaves a zero-shot classifier that is wrong on
     its own examples wrong (Fashion-MNIST with one everyday word per label: 56.1% against 70.9% this way)."""
-    cache = torch.exp(-beta * (1.0 - keys.float() @ keys.float().T)) @ values.float()
+    cache = cache_scores(keys, keys, values, 100.0, beta)  # alpha 100: the bare A L, weighed below
     y = values.argmax(1)
     for alpha in sorted(alphas):
         if bool(((zero_shot.float() + (alpha / 100.0) * cache).argmax(1) == y).all()):
