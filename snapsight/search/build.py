@@ -359,6 +359,7 @@ def index_folders(folders: Sequence[str | os.PathLike], out: str | os.PathLike, 
     (under ``torchrun`` each process's own; start the process group first)."""
     clf = ZeroShotClassifier.load(model, pretrained, device=device,
                                   config=ZeroShotConfig(precision=precision, cache_dir=""))
-    return build_index(folders, out, lambda images: clf.encode_images(images, batch_size=batch_size).numpy(),
+    return build_index(folders, out,
+                       lambda images: clf.encode_images(images, batch_size=batch_size, familiarity=False).numpy(),
                        model_identity(clf, model, pretrained), config=config, chunk_size=chunk_size,
                        batch_size=batch_size, progress=progress)

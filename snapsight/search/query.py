@@ -68,7 +68,7 @@ class ImageSearcher:
 
     def image_vector(self, image: Image.Image | str | os.PathLike) -> np.ndarray:
         """The query image embedded ``(1, dim)``; a path is opened with :func:`open_image`."""
-        return normalize_rows(self.clf.encode_images([open_image(image)]).numpy())
+        return normalize_rows(self.clf.encode_images([open_image(image)], familiarity=False).numpy())
 
     def search_vectors(self, queries: np.ndarray, k: int = 10) -> list[list[Hit]]:
         """Top-``k`` images for each row of ``queries`` ``(n, dim)``, best first."""

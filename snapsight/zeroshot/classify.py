@@ -197,10 +197,14 @@ class ZeroShotClassifier:
 
     @torch.inference_mode()
     def encode_images(self, images: Sequence[Image.Image | str | os.PathLike], batch_size: int | None = None,
-                      ) -> torch.Tensor:
-        """Normalised image embeddings ``(n, dim)`` float32; paths are opened with :func:`open_image`."""
+                      familiarity: bool = True) -> torch.Tensor:
+        """Normalised image embeddings ``(n, dim)`` float32; paths are opened with :func:`open_image`.
+
+        With a layer-statistics familiarity reference the same pass also records the statistics that
+        :meth:`annotate_familiarity` reads for these images; ``familiarity=False`` skips that where no flag will be
+        asked for (search indexes, few-shot examples); a flag asked for later is then measured in a pass of its own."""
         bs = batch_size or self.config.batch_size
-        layers = self.familiarity.layers if self.familiarity is not None else ()
+        layers = self.familiarity.layers if self.familiarity is not None and familiarity else ()
         outs, stats = [], []
         with contextlib.ExitStack() as stack:
             # the familiarity reference's layer statistics come out of the same pass (see annotate_familiarity)
@@ -282,7 +286,7 @@ class ZeroShotClassifier:
         info = self.bundle.info
         model_key = {"model": info.get("name"), "pretrained": info.get("pretrained"),
                      "fingerprint": info.get("fingerprint"), "precision": str(self.dtype)}
-        cache = build_example_cache(dataset, self.encode_images, model_key,
+        cache = build_example_cache(dataset, lambda images: self.encode_images(images, familiarity=False), model_key,
                                     cache_dir=self.config.cache_dir if cache_dir is None else cache_dir,
                                     batch_size=self.config.batch_size,
                                     progress=progress)

@@ -191,6 +191,22 @@ def test_encoding_then_flagging_takes_one_forward_pass(tiny_open_clip_dir, tmp_p
     assert len(passes) == 3 and other.familiarity == pytest.approx(want[1], abs=1e-5) and other.unfamiliar
 
 
+def test_encoding_without_familiarity_records_nothing_and_flags_the_same(tiny_open_clip_dir, tmp_path):
+    """Search indexes and few-shot examples embed with familiarity=False: no statistics are recorded (no hooks
+    run), and a flag asked for afterwards is measured anew, with the same answer."""
+    from PIL import Image
+
+    clf = _model_with_reference(tiny_open_clip_dir, tmp_path / "with-ref")
+    images = [random_images(1, seed=3)[0], Image.new("RGB", (48, 40), (255, 255, 255))]
+    label_set, index = clf.label_index("cat, dog")
+    emb = clf.encode_images(images, familiarity=False)
+    assert clf._recent.get(images) is None  # the pass recorded nothing
+    results = clf.annotate_familiarity(clf.classify_embeddings(emb, label_set, index), images)
+    assert torch.allclose(emb, clf.encode_images(images))  # the same embeddings either way
+    want = [r.familiarity for r in clf.classify(images, "cat, dog")]
+    assert [r.familiarity for r in results] == pytest.approx(want, abs=1e-5)
+
+
 def test_a_reference_for_another_architecture_is_one_sentence_at_load(tiny_open_clip_dir, tmp_path):
     from snapsight.zeroshot import ZeroShotClassifier
 
